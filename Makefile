@@ -25,6 +25,12 @@ lint: ## gofmt, go vet, staticcheck
 	go vet ./...
 	go run $(STATICCHECK) ./...
 
+cluster-up: ## Start the local control plane in the background; prints the kubeconfig
+	go run ./hack/localcluster up
+
+cluster-down: ## Stop it
+	go run ./hack/localcluster down
+
 demo: build ## The main job on the embedded default
 	./hack/demo.sh
 
