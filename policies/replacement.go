@@ -1,0 +1,274 @@
+package policies
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	resourcehelper "k8s.io/component-helpers/resource"
+	corev1helpers "k8s.io/component-helpers/scheduling/corev1"
+	"k8s.io/component-helpers/scheduling/corev1/nodeaffinity"
+	"k8s.io/klog/v2"
+
+	api "github.com/rebalancer-dev/rebalancer/api/v1alpha1"
+	"github.com/rebalancer-dev/rebalancer/cloud"
+)
+
+// Labels and taints rebalancer owns.
+const (
+	LabelOffering = "rebalancer.dev/offering"
+	// TaintDisrupting is our cordon: removing it never uncordons a node that a person
+	// or kured cordoned with spec.unschedulable.
+	TaintDisrupting = "rebalancer.dev/disrupting"
+	// TaintInitializing keeps pods off a replacement until its labels are set and its
+	// DaemonSet pods are Ready.
+	TaintInitializing = "rebalancer.dev/initializing"
+)
+
+// NodeOffering finds the catalog offering a node runs on: the label
+// rebalancer.dev/offering, else node.kubernetes.io/instance-type, in the node's
+// region. It never guesses: an unknown offering is reported as such.
+func NodeOffering(n *corev1.Node, offerings []cloud.Offering) (*cloud.Offering, string) {
+	name := n.Labels[LabelOffering]
+	if name == "" {
+		name = n.Labels[corev1.LabelInstanceTypeStable]
+	}
+	dc := n.Labels[corev1.LabelTopologyRegion]
+	if name == "" {
+		return nil, fmt.Sprintf("the node has neither %s nor %s", LabelOffering, corev1.LabelInstanceTypeStable)
+	}
+	if dc == "" {
+		return nil, fmt.Sprintf("the node has no %s label: its datacenter is unknown", corev1.LabelTopologyRegion)
+	}
+	for i := range offerings {
+		if offerings[i].Name == name && offerings[i].Datacenter == dc {
+			return &offerings[i], ""
+		}
+	}
+	return nil, fmt.Sprintf("offering %s in %s is not in the provider's catalog", name, dc)
+}
+
+// systemLabelPrefixes are labels kubelets, cloud controllers and autoscalers set;
+// everything else on a node is a user label its replacement inherits.
+var systemLabelPrefixes = []string{
+	"kubernetes.io/", "beta.kubernetes.io/", "node.kubernetes.io/", "topology.kubernetes.io/",
+	"failure-domain.beta.kubernetes.io/", "node-role.kubernetes.io/", "karpenter.sh/",
+	"autoscaler.vpsie.com/", "cluster-autoscaler.kubernetes.io/", "kwok.x-k8s.io/",
+	"rebalancer.dev/offering", "rebalancer.dev/provision-token",
+}
+
+// UserLabels are the labels of n that its replacement carries: the group label and
+// every other label people or tools put there, not the ones the node reports itself.
+func UserLabels(n *corev1.Node) map[string]string {
+	out := map[string]string{}
+	for k, v := range n.Labels {
+		if !slices.ContainsFunc(systemLabelPrefixes, func(p string) bool { return strings.HasPrefix(k, p) }) {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// InheritedTaints are the taints of n its replacement starts with: all but the ones
+// Kubernetes manages (node.kubernetes.io/*) and our own.
+func InheritedTaints(n *corev1.Node) []corev1.Taint {
+	var out []corev1.Taint
+	for _, t := range n.Spec.Taints {
+		if strings.HasPrefix(t.Key, "node.kubernetes.io/") || t.Key == TaintDisrupting || t.Key == TaintInitializing {
+			continue
+		}
+		out = append(out, t)
+	}
+	return out
+}
+
+// ReplacementNode is the node an offering would register as, in place of n: n's user
+// labels and taints plus the offering's own labels. Pods are checked against it.
+func ReplacementNode(n *corev1.Node, o *cloud.Offering) *corev1.Node {
+	labels := UserLabels(n)
+	labels[corev1.LabelHostname] = n.Name + "-replacement"
+	labels[corev1.LabelArchStable] = o.Arch
+	labels[corev1.LabelOSStable] = "linux"
+	labels[corev1.LabelInstanceTypeStable] = o.Name
+	labels[corev1.LabelTopologyRegion] = o.Datacenter
+	labels[LabelOffering] = o.Name
+	if z, ok := n.Labels[corev1.LabelTopologyZone]; ok {
+		labels[corev1.LabelTopologyZone] = z
+	}
+	return &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: labels[corev1.LabelHostname], Labels: labels},
+		Spec:       corev1.NodeSpec{Taints: InheritedTaints(n)},
+		Status:     corev1.NodeStatus{Allocatable: OfferingResources(o), Capacity: OfferingResources(o)},
+	}
+}
+
+// OfferingResources is what a machine of the offering offers to pods.
+func OfferingResources(o *cloud.Offering) corev1.ResourceList {
+	r := corev1.ResourceList{
+		corev1.ResourceCPU:              o.CPU,
+		corev1.ResourceMemory:           o.Memory,
+		corev1.ResourcePods:             *resource.NewQuantity(o.Pods, resource.DecimalSI),
+		corev1.ResourceEphemeralStorage: o.EphemeralStorage,
+	}
+	if o.GPUs > 0 {
+		r["nvidia.com/gpu"] = *resource.NewQuantity(o.GPUs, resource.DecimalSI)
+	}
+	return r
+}
+
+// PodRequests sums the requests of pods, counting each pod once in "pods".
+func PodRequests(pods []*corev1.Pod) corev1.ResourceList {
+	total := corev1.ResourceList{}
+	for _, p := range pods {
+		for name, q := range resourcehelper.PodRequests(p, resourcehelper.PodResourcesOptions{}) {
+			cur := total[name]
+			cur.Add(q)
+			total[name] = cur
+		}
+	}
+	total[corev1.ResourcePods] = *resource.NewQuantity(int64(len(pods)), resource.DecimalSI)
+	return total
+}
+
+// PodFits explains why pod p could not run on node n (labels, taints, arch and
+// requests against n's allocatable, as the scheduler's filters would), or "".
+func PodFits(p *corev1.Pod, n *corev1.Node) string {
+	if ok, err := nodeaffinity.GetRequiredNodeAffinity(p).Match(n); err != nil || !ok {
+		return fmt.Sprintf("pod %s: its nodeSelector or required node affinity does not match a %s node", podName(p), n.Labels[corev1.LabelInstanceTypeStable])
+	}
+	if t, bad := corev1helpers.FindMatchingUntoleratedTaint(klog.Background(), n.Spec.Taints, p.Spec.Tolerations, func(t *corev1.Taint) bool {
+		return t.Effect == corev1.TaintEffectNoSchedule || t.Effect == corev1.TaintEffectNoExecute
+	}, false); bad {
+		return fmt.Sprintf("pod %s does not tolerate taint %s", podName(p), t.ToString())
+	}
+	req := resourcehelper.PodRequests(p, resourcehelper.PodResourcesOptions{})
+	for name, q := range req {
+		if have, ok := n.Status.Allocatable[name]; q.Sign() > 0 && (!ok || have.Cmp(q) < 0) {
+			return fmt.Sprintf("pod %s requests %s %s, more than the offering's %s", podName(p), q.String(), name, have.String())
+		}
+	}
+	return ""
+}
+
+// Choice is the best replacement for a node, or why there is none.
+type Choice struct {
+	Reason      Reason // candidate, already-optimal, below-threshold or incompatible-replacement
+	Detail      string
+	Current     *cloud.Offering
+	Replacement *cloud.Offering
+	// SavingsPercent is how much cheaper the replacement is, per hour.
+	SavingsPercent float64
+}
+
+// ChooseReplacement picks the cheapest offering to replace node n (running on
+// current, carrying pods) under the policy: same datacenter and arch, allowed,
+// cheaper, big enough by the sizing rule, and able to run every pod. The reason
+// says what stopped it: no cheaper offering of the right size (already-optimal),
+// cheaper ones the pods cannot run on (incompatible-replacement), or savings under
+// the threshold (below-threshold). pods are the ones that will move, daemonPods the
+// DaemonSet pods any node of the group runs.
+func ChooseReplacement(n *corev1.Node, current *cloud.Offering, pods, daemonPods []*corev1.Pod, offerings []cloud.Offering, spec *api.PolicySpec) Choice {
+	need := sizeNeeded(n, pods, daemonPods, spec)
+	var sized []*cloud.Offering
+	for i := range offerings {
+		o := &offerings[i]
+		if o.Datacenter != current.Datacenter || o.Arch != current.Arch || o.HourlyPrice >= current.HourlyPrice {
+			continue
+		}
+		if len(spec.AllowedOfferings) > 0 && !slices.Contains(spec.AllowedOfferings, o.Name) {
+			continue
+		}
+		if !covers(OfferingResources(o), need) {
+			continue
+		}
+		sized = append(sized, o)
+	}
+	if len(sized) == 0 {
+		return Choice{Reason: ReasonAlreadyOptimal, Current: current,
+			Detail: fmt.Sprintf("no cheaper allowed %s offering in %s is big enough (%s)", current.Arch, current.Datacenter, spec.Sizing)}
+	}
+	sort.SliceStable(sized, func(i, j int) bool {
+		if sized[i].HourlyPrice != sized[j].HourlyPrice {
+			return sized[i].HourlyPrice < sized[j].HourlyPrice
+		}
+		return sized[i].Name < sized[j].Name
+	})
+	var firstMisfit string
+	for _, o := range sized {
+		rn := ReplacementNode(n, o)
+		misfit := ""
+		for _, p := range append(append([]*corev1.Pod(nil), pods...), daemonPods...) {
+			if misfit = PodFits(p, rn); misfit != "" {
+				break
+			}
+		}
+		if misfit != "" {
+			if firstMisfit == "" {
+				firstMisfit = fmt.Sprintf("%s: %s", o.Name, misfit)
+			}
+			continue
+		}
+		pct := 0.0
+		if current.HourlyPrice > 0 {
+			pct = 100 * (current.HourlyPrice - o.HourlyPrice) / current.HourlyPrice
+		}
+		c := Choice{Current: current, Replacement: o, SavingsPercent: pct}
+		if pct < spec.SavingsThresholdPercent {
+			c.Reason = ReasonBelowThreshold
+			c.Detail = fmt.Sprintf("%s saves %.1f%%, under the %g%% threshold", o.Name, pct, spec.SavingsThresholdPercent)
+			return c
+		}
+		c.Reason = ReasonCandidate
+		c.Detail = fmt.Sprintf("%s saves %.1f%%", o.Name, pct)
+		return c
+	}
+	return Choice{Reason: ReasonIncompatible, Current: current, Detail: firstMisfit}
+}
+
+// sizeNeeded is what the replacement must offer. match-capacity: the old node's
+// allocatable cpu, memory, pods and ephemeral storage. fit-workload: the moving
+// pods' requests plus DaemonSet overhead plus headroom, and never less than the
+// largest pod.
+func sizeNeeded(n *corev1.Node, pods, daemonPods []*corev1.Pod, spec *api.PolicySpec) corev1.ResourceList {
+	if spec.Sizing != api.SizingFitWorkload {
+		need := corev1.ResourceList{}
+		for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory, corev1.ResourcePods, corev1.ResourceEphemeralStorage} {
+			if q, ok := n.Status.Allocatable[r]; ok {
+				need[r] = q
+			}
+		}
+		return need
+	}
+	total := PodRequests(append(append([]*corev1.Pod(nil), pods...), daemonPods...))
+	need := corev1.ResourceList{}
+	factor := 1 + spec.HeadroomPercent/100
+	for name, q := range total {
+		if name == corev1.ResourcePods {
+			need[name] = q
+			continue
+		}
+		need[name] = *resource.NewMilliQuantity(int64(float64(q.MilliValue())*factor+0.5), q.Format)
+	}
+	for _, p := range pods {
+		for name, q := range resourcehelper.PodRequests(p, resourcehelper.PodResourcesOptions{}) {
+			if cur, ok := need[name]; !ok || cur.Cmp(q) < 0 {
+				need[name] = q
+			}
+		}
+	}
+	return need
+}
+
+func covers(have, need corev1.ResourceList) bool {
+	for name, q := range need {
+		h, ok := have[name]
+		if q.Sign() > 0 && (!ok || h.Cmp(q) < 0) {
+			return false
+		}
+	}
+	return true
+}
