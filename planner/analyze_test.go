@@ -110,7 +110,9 @@ func TestEveryReason(t *testing.T) {
 		mkPod("guarded", "pdb"),
 		mkPod("shared", "twopdb", func(p *corev1.Pod) { p.Labels = map[string]string{"app": "shared"} }),
 		mkPod("bare", "unmovable", func(p *corev1.Pod) { p.OwnerReferences = nil }),
-		mkPod("pinned", "incompat", func(p *corev1.Pod) { p.Spec.NodeSelector = map[string]string{corev1.LabelInstanceTypeStable: "v1-4x16"} }),
+		mkPod("pinned", "incompat", func(p *corev1.Pod) {
+			p.Spec.NodeSelector = map[string]string{corev1.LabelInstanceTypeStable: "v1-4x16"}
+		}),
 	}
 	pdbs := []*policyv1.PodDisruptionBudget{
 		{ObjectMeta: metav1.ObjectMeta{Name: "guarded", Namespace: "default"}, Spec: policyv1.PodDisruptionBudgetSpec{

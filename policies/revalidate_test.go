@@ -106,7 +106,9 @@ func TestRevalidate(t *testing.T) {
 		{"hard limit lowered", func(w *world) { w.in.Limits.MaxNodesPerPlan = 1 }, Reject, "--max-nodes-per-plan 1", ""},
 		{"node group not allowed", func(w *world) { w.in.Limits.AllowedNodeGroups = []string{"batch"} }, Reject, "not in --allowed-node-groups", ""},
 		{"another cluster", func(w *world) { w.in.Limits.ClusterName = "staging" }, Reject, `runs cluster "staging"`, ""},
-		{"steps edited by hand", func(w *world) { w.plan.Spec.Steps[2], w.plan.Spec.Steps[3] = w.plan.Spec.Steps[3], w.plan.Spec.Steps[2] }, Reject, "the steps differ", ""},
+		{"steps edited by hand", func(w *world) {
+			w.plan.Spec.Steps[2], w.plan.Spec.Steps[3] = w.plan.Spec.Steps[3], w.plan.Spec.Steps[2]
+		}, Reject, "the steps differ", ""},
 		{"candidates edited by hand", func(w *world) { w.plan.Spec.Candidates[1].ProviderID = "kwok://other" }, Reject, "contentDigest does not match", ""},
 		{"expired", func(w *world) { w.in.Now = w.plan.Spec.NotAfter.Add(time.Second) }, Expire, "notAfter", ""},
 		{"paused policy waits", func(w *world) { w.policy.Spec.Paused = true }, Wait, "policy general is paused", ""},

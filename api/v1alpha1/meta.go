@@ -3,6 +3,7 @@ package v1alpha1
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"regexp"
 	"strconv"
 	"strings"
@@ -35,6 +36,10 @@ func Days(n int) Duration { return Duration{time.Duration(n) * 24 * time.Hour} }
 
 var daysPrefix = regexp.MustCompile(`^([0-9]+(?:\.[0-9]+)?)d`)
 
+// maxDays is the most days a time.Duration holds (about 292 years): Duration.String
+// writes any whole number of days up to it as "Nd", so ParseDuration must read them.
+const maxDays = math.MaxInt64 / int64(24*time.Hour)
+
 // ParseDuration parses Go's duration syntax extended with a leading `d` for days.
 func ParseDuration(s string) (time.Duration, error) {
 	orig := s
@@ -47,7 +52,7 @@ func ParseDuration(s string) (time.Duration, error) {
 	var total time.Duration
 	if m := daysPrefix.FindStringSubmatch(s); m != nil {
 		days, err := strconv.ParseFloat(m[1], 64)
-		if err != nil || days > 100000 {
+		if err != nil || days > float64(maxDays) {
 			return 0, fmt.Errorf("invalid duration %q: too many days", orig)
 		}
 		total = time.Duration(days * float64(24*time.Hour))
@@ -57,6 +62,11 @@ func ParseDuration(s string) (time.Duration, error) {
 		d, err := time.ParseDuration(s)
 		if err != nil || d < 0 || strings.HasPrefix(s, "-") || strings.HasPrefix(s, "+") {
 			return 0, fmt.Errorf("invalid duration %q: use a number with a unit such as 90s, 30m, 24h or 7d", orig)
+		}
+		// Days plus the rest must still fit: wrapped around, "-100000d2562047h"
+		// came out positive.
+		if d > math.MaxInt64-total {
+			return 0, fmt.Errorf("invalid duration %q: too long (more than %d days)", orig, maxDays)
 		}
 		total += d
 	} else if total == 0 && !strings.HasSuffix(orig, "d") {
@@ -125,6 +135,15 @@ func (t *Time) UnmarshalJSON(b []byte) error {
 	if err != nil {
 		return fmt.Errorf("invalid time %q: expected RFC 3339 such as 2026-12-04T00:00:00Z", s)
 	}
-	t.Time = v
+	// MarshalJSON writes the year in UTC with four digits: an offset that moves
+	// "0000-01-01T00:00:00+01:00" or "9999-12-31T23:00:00-01:00" into year -1 or
+	// 10000 would be written as a time that cannot be read back.
+	if y := v.UTC().Year(); y < 0 || y > 9999 {
+		return fmt.Errorf("invalid time %q: out of range: the year in UTC must be 0000 to 9999", s)
+	}
+	// Keep what MarshalJSON writes: UTC, whole seconds. With the fraction kept, a
+	// notAfter half a second after createdAt passed validation when read and failed
+	// once written back.
+	*t = NewTime(v)
 	return nil
 }

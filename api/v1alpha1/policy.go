@@ -53,24 +53,24 @@ type PolicySpec struct {
 	NodeSelector *metav1.LabelSelector `json:"nodeSelector,omitempty"`
 	// NodeGroupLabel is the node label whose value names a node's group; without it
 	// every node of the policy is in one group named after the policy.
-	NodeGroupLabel          string         `json:"nodeGroupLabel,omitempty"`
-	Strategy                Strategy       `json:"strategy"`
-	SavingsThresholdPercent float64        `json:"savingsThresholdPercent"`
-	MinNodeAge              Duration       `json:"minNodeAge"`
-	CooldownPeriod          Duration       `json:"cooldownPeriod"`
-	MaxConcurrent           int            `json:"maxConcurrent"`
-	DrainTimeout            Duration       `json:"drainTimeout"`
-	MaintenanceWindows      []string       `json:"maintenanceWindows,omitempty"`
-	TimeZone                string         `json:"timeZone"`
-	MaxNodesPerPlan         int            `json:"maxNodesPerPlan"`
-	MaxUnhealthyPercent     float64        `json:"maxUnhealthyPercent"`
-	MaxUnhealthyCount       int            `json:"maxUnhealthyCount"`
-	PlanTTL                 Duration       `json:"planTTL"`
-	Sizing                  Sizing         `json:"sizing"`
-	HeadroomPercent         float64        `json:"headroomPercent"`
-	AllowedOfferings        []string       `json:"allowedOfferings,omitempty"`
-	LocalStorage            LocalStorage   `json:"localStorage"`
-	Paused                  bool           `json:"paused,omitempty"`
+	NodeGroupLabel          string       `json:"nodeGroupLabel,omitempty"`
+	Strategy                Strategy     `json:"strategy"`
+	SavingsThresholdPercent float64      `json:"savingsThresholdPercent"`
+	MinNodeAge              Duration     `json:"minNodeAge"`
+	CooldownPeriod          Duration     `json:"cooldownPeriod"`
+	MaxConcurrent           int          `json:"maxConcurrent"`
+	DrainTimeout            Duration     `json:"drainTimeout"`
+	MaintenanceWindows      []string     `json:"maintenanceWindows,omitempty"`
+	TimeZone                string       `json:"timeZone"`
+	MaxNodesPerPlan         int          `json:"maxNodesPerPlan"`
+	MaxUnhealthyPercent     float64      `json:"maxUnhealthyPercent"`
+	MaxUnhealthyCount       int          `json:"maxUnhealthyCount"`
+	PlanTTL                 Duration     `json:"planTTL"`
+	Sizing                  Sizing       `json:"sizing"`
+	HeadroomPercent         float64      `json:"headroomPercent"`
+	AllowedOfferings        []string     `json:"allowedOfferings,omitempty"`
+	LocalStorage            LocalStorage `json:"localStorage"`
+	Paused                  bool         `json:"paused,omitempty"`
 	// ManagedNodes opts in to nodes owned by another autoscaler (karpenter,
 	// cluster-autoscaler, vpsie-autoscaler), which are otherwise left alone.
 	ManagedNodes []string `json:"managedNodes,omitempty"`

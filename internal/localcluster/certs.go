@@ -48,32 +48,6 @@ func newAuthority() (*authority, error) {
 	return &authority{cert: cert, key: key, certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}, nil
 }
 
-// loadAuthority reads a CA written by writeTo, for a detached cluster's later users.
-func loadAuthority(dir string) (*authority, error) {
-	certPEM, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
-	if err != nil {
-		return nil, err
-	}
-	keyPEM, err := os.ReadFile(filepath.Join(dir, "ca.key"))
-	if err != nil {
-		return nil, err
-	}
-	cb, _ := pem.Decode(certPEM)
-	kb, _ := pem.Decode(keyPEM)
-	if cb == nil || kb == nil {
-		return nil, fmt.Errorf("CA files in %s are not PEM", dir)
-	}
-	cert, err := x509.ParseCertificate(cb.Bytes)
-	if err != nil {
-		return nil, err
-	}
-	key, err := x509.ParseECPrivateKey(kb.Bytes)
-	if err != nil {
-		return nil, err
-	}
-	return &authority{cert: cert, key: key, certPEM: certPEM}, nil
-}
-
 // keyPair is a signed certificate and its key, PEM-encoded.
 type keyPair struct {
 	certPEM, keyPEM []byte

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -76,10 +78,23 @@ func jsonNode(dec *json.Decoder) (*yaml.Node, error) {
 		}
 		return nil, fmt.Errorf("unexpected delimiter %v", t)
 	case string:
-		return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: t}, nil
+		n := &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: t}
+		// yaml.v3 writes a string holding a line break as a literal block (|) and
+		// gives the block an indentation indicator only when the string starts with
+		// a space or a line break, not with a tab; it then cannot read its own output
+		// ("found a tab character where an indentation space is expected"). Such
+		// strings are written double-quoted instead.
+		if strings.HasPrefix(t, "\t") && strings.Contains(t, "\n") {
+			n.Style = yaml.DoubleQuotedStyle
+		}
+		return n, nil
 	case json.Number:
+		// Tag the number the way YAML reads it back. json.Marshal writes a float64
+		// below 1e21 without an exponent (1e20 is "100000000000000000000"); tagged
+		// !!int, such a number is emitted as `!!int 100000000000000000000`, which
+		// does not decode (it does not fit 64 bits). Beyond 64 bits it is a float.
 		tag := "!!int"
-		if bytes.ContainsAny([]byte(t), ".eE") {
+		if bytes.ContainsAny([]byte(t), ".eE") || !fitsInt64(t.String()) {
 			tag = "!!float"
 		}
 		return &yaml.Node{Kind: yaml.ScalarNode, Tag: tag, Value: t.String()}, nil
@@ -89,4 +104,14 @@ func jsonNode(dec *json.Decoder) (*yaml.Node, error) {
 		return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null", Value: "null"}, nil
 	}
 	return nil, io.ErrUnexpectedEOF
+}
+
+// fitsInt64 reports whether YAML reads the integer s as an integer: it must fit in
+// 64 bits, signed or unsigned.
+func fitsInt64(s string) bool {
+	if _, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return true
+	}
+	_, err := strconv.ParseUint(s, 10, 64)
+	return err == nil
 }
