@@ -96,8 +96,9 @@ func Analyze(in Inputs) (*Analysis, error) {
 	type groupKey struct{ policy, group string }
 	groups := map[groupKey][]NodeReport{}
 	localStorage := map[groupKey]int{}
+	catalog := policies.NewCatalog(in.Offerings)
 	for _, n := range in.Snapshot.Nodes {
-		r := classify(n, in, daemonPods[n.Name])
+		r := classify(n, in, catalog, daemonPods[n.Name])
 		a.Nodes = append(a.Nodes, r)
 		k := groupKey{r.Policy, r.Group}
 		switch r.Reason {
@@ -129,7 +130,7 @@ func Analyze(in Inputs) (*Analysis, error) {
 }
 
 // classify gives a node its one reason, testing in the order of policies.AllReasons.
-func classify(n *corev1.Node, in Inputs, daemonPods []*corev1.Pod) NodeReport {
+func classify(n *corev1.Node, in Inputs, catalog *policies.Catalog, daemonPods []*corev1.Pod) NodeReport {
 	r := NodeReport{Node: n.Name, Age: in.Now.Sub(n.CreationTimestamp.Time)}
 	if n.CreationTimestamp.IsZero() {
 		r.Age = 0
@@ -186,7 +187,7 @@ func classify(n *corev1.Node, in Inputs, daemonPods []*corev1.Pod) NodeReport {
 		}
 		return set(blockers[0].Reason, "%s%s", blockers[0], extra)
 	}
-	choice := policies.ChooseReplacement(n, current, in.Snapshot.Evictable(n.Name), daemonPods, in.Offerings, spec)
+	choice := policies.ChooseReplacement(n, current, in.Snapshot.Evictable(n.Name), daemonPods, catalog, spec)
 	if choice.Replacement != nil {
 		r.Replacement = choice.Replacement.Name
 		r.ReplacementPrice = choice.Replacement.HourlyPrice

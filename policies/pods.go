@@ -41,16 +41,9 @@ func IsMirrorPod(p *corev1.Pod) bool {
 
 // Evictable lists the pods a drain of this node must evict: everything bound to it
 // but DaemonSet and mirror pods and pods already finished.
-func (s *Snapshot) Evictable(node string) []*corev1.Pod {
-	var out []*corev1.Pod
-	for _, p := range s.PodsOn(node) {
-		if isTerminal(p) || IsDaemonSetPod(p) || IsMirrorPod(p) {
-			continue
-		}
-		out = append(out, p)
-	}
-	return out
-}
+func (s *Snapshot) Evictable(node string) []*corev1.Pod { return s.evictable[node] }
+
+func evictable(p *corev1.Pod) bool { return !isTerminal(p) && !IsDaemonSetPod(p) && !IsMirrorPod(p) }
 
 // podOrder is the order blockers are reported in, the same as AllReasons.
 var podOrder = []Reason{ReasonOptedOut, ReasonLocalStorage, ReasonPDBNeverAllows, ReasonPodUnderTwoPDBs, ReasonUnmovablePod}
@@ -152,10 +145,13 @@ func (s *Snapshot) TemporarilyBlocked(node string) []string {
 // localStorage explains which of a pod's volumes pin it to its node.
 func (s *Snapshot) localStorage(p *corev1.Pod, spec *api.PolicySpec) []string {
 	disposable := p.Annotations[LocalDataDisposable] == "true"
-	safeLocal := map[string]bool{}
-	for _, v := range strings.Split(p.Annotations[SafeToEvictLocalVolumes], ",") {
-		if v = strings.TrimSpace(v); v != "" {
-			safeLocal[v] = true
+	var safeLocal map[string]bool
+	if list, ok := p.Annotations[SafeToEvictLocalVolumes]; ok {
+		safeLocal = map[string]bool{}
+		for _, v := range strings.Split(list, ",") {
+			if v = strings.TrimSpace(v); v != "" {
+				safeLocal[v] = true
+			}
 		}
 	}
 	var out []string
@@ -206,17 +202,17 @@ func pinnedToNode(pv *corev1.PersistentVolume) bool {
 
 // unmovable explains why a pod cannot be evicted and come back elsewhere.
 func unmovable(p *corev1.Pod, spec *api.PolicySpec) (string, bool) {
-	var ctrl *struct{ kind, name string }
-	for _, o := range p.OwnerReferences {
+	ctrl := -1
+	for i, o := range p.OwnerReferences {
 		if o.Controller != nil && *o.Controller {
-			ctrl = &struct{ kind, name string }{o.Kind, o.Name}
+			ctrl = i
 		}
 	}
-	if ctrl == nil {
+	if ctrl < 0 {
 		return "pod has no controller: evicted, nothing would recreate it", true
 	}
-	if ctrl.kind == "Job" && (p.Status.Phase == corev1.PodRunning || p.Status.Phase == corev1.PodPending) {
-		return fmt.Sprintf("pod of Job %s is still running", ctrl.name), true
+	if o := p.OwnerReferences[ctrl]; o.Kind == "Job" && (p.Status.Phase == corev1.PodRunning || p.Status.Phase == corev1.PodPending) {
+		return fmt.Sprintf("pod of Job %s is still running", o.Name), true
 	}
 	if spec != nil && p.Spec.TerminationGracePeriodSeconds != nil {
 		grace := time.Duration(*p.Spec.TerminationGracePeriodSeconds) * time.Second

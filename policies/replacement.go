@@ -9,7 +9,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	resourcehelper "k8s.io/component-helpers/resource"
 	corev1helpers "k8s.io/component-helpers/scheduling/corev1"
 	"k8s.io/component-helpers/scheduling/corev1/nodeaffinity"
 	"k8s.io/klog/v2"
@@ -89,6 +88,14 @@ func InheritedTaints(n *corev1.Node) []corev1.Taint {
 // ReplacementNode is the node an offering would register as, in place of n: n's user
 // labels and taints plus the offering's own labels. Pods are checked against it.
 func ReplacementNode(n *corev1.Node, o *cloud.Offering) *corev1.Node {
+	rn := replacementNode(n, o)
+	rn.Status = corev1.NodeStatus{Allocatable: OfferingResources(o), Capacity: OfferingResources(o)}
+	return rn
+}
+
+// replacementNode is ReplacementNode without status, for the fit checks, which take
+// the offering's resources separately.
+func replacementNode(n *corev1.Node, o *cloud.Offering) *corev1.Node {
 	labels := UserLabels(n)
 	labels[corev1.LabelHostname] = n.Name + "-replacement"
 	labels[corev1.LabelArchStable] = o.Arch
@@ -102,7 +109,6 @@ func ReplacementNode(n *corev1.Node, o *cloud.Offering) *corev1.Node {
 	return &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: labels[corev1.LabelHostname], Labels: labels},
 		Spec:       corev1.NodeSpec{Taints: InheritedTaints(n)},
-		Status:     corev1.NodeStatus{Allocatable: OfferingResources(o), Capacity: OfferingResources(o)},
 	}
 }
 
@@ -120,24 +126,15 @@ func OfferingResources(o *cloud.Offering) corev1.ResourceList {
 	return r
 }
 
-// PodRequests sums the requests of pods, counting each pod once in "pods".
-func PodRequests(pods []*corev1.Pod) corev1.ResourceList {
-	total := corev1.ResourceList{}
-	for _, p := range pods {
-		for name, q := range resourcehelper.PodRequests(p, resourcehelper.PodResourcesOptions{}) {
-			cur := total[name]
-			cur.Add(q)
-			total[name] = cur
-		}
-	}
-	total[corev1.ResourcePods] = *resource.NewQuantity(int64(len(pods)), resource.DecimalSI)
-	return total
-}
-
 // PodFits explains why pod p could not run on node n (labels, taints, arch and
 // requests against n's allocatable, as the scheduler's filters would), or "".
 func PodFits(p *corev1.Pod, n *corev1.Node) string {
-	if ok, err := nodeaffinity.GetRequiredNodeAffinity(p).Match(n); err != nil || !ok {
+	return podFits(&newPodChecks([]*corev1.Pod{p})[0], n, fromList(n.Status.Allocatable))
+}
+
+func podFits(pc *podCheck, n *corev1.Node, alloc requests) string {
+	p := pc.pod
+	if ok, err := pc.affinity.Match(n); err != nil || !ok {
 		return fmt.Sprintf("pod %s: its nodeSelector or required node affinity does not match a %s node", podName(p), n.Labels[corev1.LabelInstanceTypeStable])
 	}
 	if t, bad := corev1helpers.FindMatchingUntoleratedTaint(klog.Background(), n.Spec.Taints, p.Spec.Tolerations, func(t *corev1.Taint) bool {
@@ -145,11 +142,8 @@ func PodFits(p *corev1.Pod, n *corev1.Node) string {
 	}, false); bad {
 		return fmt.Sprintf("pod %s does not tolerate taint %s", podName(p), t.ToString())
 	}
-	req := resourcehelper.PodRequests(p, resourcehelper.PodResourcesOptions{})
-	for name, q := range req {
-		if have, ok := n.Status.Allocatable[name]; q.Sign() > 0 && (!ok || have.Cmp(q) < 0) {
-			return fmt.Sprintf("pod %s requests %s %s, more than the offering's %s", podName(p), q.String(), name, have.String())
-		}
+	if name, ok := pc.requests.fitsIn(alloc); !ok {
+		return fmt.Sprintf("pod %s requests %s %s, more than the offering's %s", podName(p), pc.requests.quantity(name), name, alloc.quantity(name))
 	}
 	return ""
 }
@@ -164,6 +158,51 @@ type Choice struct {
 	SavingsPercent float64
 }
 
+// Catalog indexes offerings by datacenter and arch, cheapest first, with their
+// resources computed once: the analyzer asks it once per node.
+type Catalog struct {
+	byPlace map[string][]catalogEntry // "dc/arch"
+}
+
+type catalogEntry struct {
+	offering  *cloud.Offering
+	resources requests
+}
+
+// NewCatalog indexes offerings; the slice must not change while the catalog is used.
+func NewCatalog(offerings []cloud.Offering) *Catalog {
+	c := &Catalog{byPlace: map[string][]catalogEntry{}}
+	for i := range offerings {
+		o := &offerings[i]
+		k := o.Datacenter + "/" + o.Arch
+		c.byPlace[k] = append(c.byPlace[k], catalogEntry{offering: o, resources: fromList(OfferingResources(o))})
+	}
+	for _, entries := range c.byPlace {
+		sort.SliceStable(entries, func(i, j int) bool {
+			if entries[i].offering.HourlyPrice != entries[j].offering.HourlyPrice {
+				return entries[i].offering.HourlyPrice < entries[j].offering.HourlyPrice
+			}
+			return entries[i].offering.Name < entries[j].offering.Name
+		})
+	}
+	return c
+}
+
+// podCheck is a pod with what the fit checks need, computed once.
+type podCheck struct {
+	pod      *corev1.Pod
+	requests requests
+	affinity nodeaffinity.RequiredNodeAffinity
+}
+
+func newPodChecks(pods []*corev1.Pod) []podCheck {
+	out := make([]podCheck, len(pods))
+	for i, p := range pods {
+		out[i] = podCheck{pod: p, requests: podRequests(p), affinity: nodeaffinity.GetRequiredNodeAffinity(p)}
+	}
+	return out
+}
+
 // ChooseReplacement picks the cheapest offering to replace node n (running on
 // current, carrying pods) under the policy: same datacenter and arch, allowed,
 // cheaper, big enough by the sizing rule, and able to run every pod. The reason
@@ -171,38 +210,29 @@ type Choice struct {
 // cheaper ones the pods cannot run on (incompatible-replacement), or savings under
 // the threshold (below-threshold). pods are the ones that will move, daemonPods the
 // DaemonSet pods any node of the group runs.
-func ChooseReplacement(n *corev1.Node, current *cloud.Offering, pods, daemonPods []*corev1.Pod, offerings []cloud.Offering, spec *api.PolicySpec) Choice {
-	need := sizeNeeded(n, pods, daemonPods, spec)
-	var sized []*cloud.Offering
-	for i := range offerings {
-		o := &offerings[i]
-		if o.Datacenter != current.Datacenter || o.Arch != current.Arch || o.HourlyPrice >= current.HourlyPrice {
-			continue
+func ChooseReplacement(n *corev1.Node, current *cloud.Offering, pods, daemonPods []*corev1.Pod, catalog *Catalog, spec *api.PolicySpec) Choice {
+	checks := newPodChecks(append(append(make([]*corev1.Pod, 0, len(pods)+len(daemonPods)), pods...), daemonPods...))
+	need, needPods := sizeNeeded(n, checks, len(pods), spec)
+	rn := replacementNode(n, current) // relabelled per offering below
+	var firstMisfit string
+	sized := 0
+	for _, e := range catalog.byPlace[current.Datacenter+"/"+current.Arch] {
+		o := e.offering
+		if o.HourlyPrice >= current.HourlyPrice {
+			break // sorted by price: nothing cheaper follows
 		}
 		if len(spec.AllowedOfferings) > 0 && !slices.Contains(spec.AllowedOfferings, o.Name) {
 			continue
 		}
-		if !covers(OfferingResources(o), need) {
+		if _, ok := need.fitsIn(e.resources); !ok || needPods > o.Pods {
 			continue
 		}
-		sized = append(sized, o)
-	}
-	if len(sized) == 0 {
-		return Choice{Reason: ReasonAlreadyOptimal, Current: current,
-			Detail: fmt.Sprintf("no cheaper allowed %s offering in %s is big enough (%s)", current.Arch, current.Datacenter, spec.Sizing)}
-	}
-	sort.SliceStable(sized, func(i, j int) bool {
-		if sized[i].HourlyPrice != sized[j].HourlyPrice {
-			return sized[i].HourlyPrice < sized[j].HourlyPrice
-		}
-		return sized[i].Name < sized[j].Name
-	})
-	var firstMisfit string
-	for _, o := range sized {
-		rn := ReplacementNode(n, o)
+		sized++
+		rn.Labels[corev1.LabelInstanceTypeStable] = o.Name
+		rn.Labels[LabelOffering] = o.Name
 		misfit := ""
-		for _, p := range append(append([]*corev1.Pod(nil), pods...), daemonPods...) {
-			if misfit = PodFits(p, rn); misfit != "" {
+		for i := range checks {
+			if misfit = podFits(&checks[i], rn, e.resources); misfit != "" {
 				break
 			}
 		}
@@ -226,49 +256,39 @@ func ChooseReplacement(n *corev1.Node, current *cloud.Offering, pods, daemonPods
 		c.Detail = fmt.Sprintf("%s saves %.1f%%", o.Name, pct)
 		return c
 	}
+	if sized == 0 {
+		return Choice{Reason: ReasonAlreadyOptimal, Current: current,
+			Detail: fmt.Sprintf("no cheaper allowed %s offering in %s is big enough (%s)", current.Arch, current.Datacenter, spec.Sizing)}
+	}
 	return Choice{Reason: ReasonIncompatible, Current: current, Detail: firstMisfit}
 }
 
-// sizeNeeded is what the replacement must offer. match-capacity: the old node's
-// allocatable cpu, memory, pods and ephemeral storage. fit-workload: the moving
-// pods' requests plus DaemonSet overhead plus headroom, and never less than the
-// largest pod.
-func sizeNeeded(n *corev1.Node, pods, daemonPods []*corev1.Pod, spec *api.PolicySpec) corev1.ResourceList {
+// sizeNeeded is what the replacement must offer, and how many pods. match-capacity:
+// the old node's allocatable cpu, memory, pods and ephemeral storage. fit-workload:
+// the pods' requests (the moving ones and the DaemonSet overhead) plus headroom,
+// and never less than the largest moving pod.
+func sizeNeeded(n *corev1.Node, checks []podCheck, moving int, spec *api.PolicySpec) (requests, int64) {
 	if spec.Sizing != api.SizingFitWorkload {
-		need := corev1.ResourceList{}
-		for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory, corev1.ResourcePods, corev1.ResourceEphemeralStorage} {
-			if q, ok := n.Status.Allocatable[r]; ok {
-				need[r] = q
-			}
-		}
-		return need
+		alloc := n.Status.Allocatable
+		need := requests{cpuMilli: alloc.Cpu().MilliValue(), memory: alloc.Memory().Value(), ephemeral: alloc.StorageEphemeral().Value()}
+		return need, alloc.Pods().Value()
 	}
-	total := PodRequests(append(append([]*corev1.Pod(nil), pods...), daemonPods...))
-	need := corev1.ResourceList{}
-	factor := 1 + spec.HeadroomPercent/100
-	for name, q := range total {
-		if name == corev1.ResourcePods {
-			need[name] = q
-			continue
-		}
-		need[name] = *resource.NewMilliQuantity(int64(float64(q.MilliValue())*factor+0.5), q.Format)
-	}
-	for _, p := range pods {
-		for name, q := range resourcehelper.PodRequests(p, resourcehelper.PodResourcesOptions{}) {
-			if cur, ok := need[name]; !ok || cur.Cmp(q) < 0 {
-				need[name] = q
-			}
+	var total, largest requests
+	for i, c := range checks {
+		total.add(c.requests)
+		if i < moving {
+			largest.max(c.requests)
 		}
 	}
-	return need
-}
-
-func covers(have, need corev1.ResourceList) bool {
-	for name, q := range need {
-		h, ok := have[name]
-		if q.Sign() > 0 && (!ok || h.Cmp(q) < 0) {
-			return false
+	f := 1 + spec.HeadroomPercent/100
+	scale := func(v int64) int64 { return int64(float64(v)*f + 0.5) }
+	need := requests{cpuMilli: scale(total.cpuMilli), memory: scale(total.memory), ephemeral: scale(total.ephemeral)}
+	for k, v := range total.other {
+		if need.other == nil {
+			need.other = map[corev1.ResourceName]int64{}
 		}
+		need.other[k] = v // extended resources are whole devices: no headroom
 	}
-	return true
+	need.max(largest)
+	return need, int64(len(checks))
 }

@@ -71,7 +71,7 @@ func TestChooseReplacement(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			c := ChooseReplacement(sizedNode("n1", "v1-4x16", "4", "16Gi"), cur, tc.pods, nil, catalog, tc.spec)
+			c := ChooseReplacement(sizedNode("n1", "v1-4x16", "4", "16Gi"), cur, tc.pods, nil, NewCatalog(catalog), tc.spec)
 			assert.Equal(t, tc.reason, c.Reason, c.Detail)
 			if tc.replace != "" {
 				if assert.NotNil(t, c.Replacement) {
@@ -85,12 +85,12 @@ func TestChooseReplacement(t *testing.T) {
 	}
 
 	// The cheapest offering of all is arm64: never chosen for an amd64 node.
-	c := ChooseReplacement(sizedNode("n1", "v1-4x16", "4", "16Gi"), cur, nil, nil, catalog, spec())
+	c := ChooseReplacement(sizedNode("n1", "v1-4x16", "4", "16Gi"), cur, nil, nil, NewCatalog(catalog), spec())
 	assert.Equal(t, "v2-4x16", c.Replacement.Name)
 	assert.InDelta(t, 25.0, c.SavingsPercent, 0.001)
 
 	// Already the cheapest of its size.
-	c = ChooseReplacement(sizedNode("n1", "v2-4x16", "4", "16Gi"), &catalog[1], nil, nil, catalog, spec())
+	c = ChooseReplacement(sizedNode("n1", "v2-4x16", "4", "16Gi"), &catalog[1], nil, nil, NewCatalog(catalog), spec())
 	assert.Equal(t, ReasonAlreadyOptimal, c.Reason)
 }
 

@@ -20,10 +20,15 @@ type Snapshot struct {
 
 	nodes      map[string]*corev1.Node
 	podsByNode map[string][]*corev1.Pod
-	pdbsByNS   map[string][]pdbSelector
-	pvcs       map[string]*corev1.PersistentVolumeClaim
-	pvs        map[string]*corev1.PersistentVolume
-	podsByPDB  map[*policyv1.PodDisruptionBudget]int
+	evictable  map[string][]*corev1.Pod
+	// PDB selectors indexed by namespace and one of their matchLabels pairs, so that
+	// finding a pod's PDBs looks at its own labels instead of every PDB; selectors
+	// with only expressions are scanned.
+	pdbsByLabel map[string][]pdbSelector // "ns\x00key=value"
+	pdbsScan    map[string][]pdbSelector // by namespace
+	pvcs        map[string]*corev1.PersistentVolumeClaim
+	pvs         map[string]*corev1.PersistentVolume
+	podsByPDB   map[*policyv1.PodDisruptionBudget]int
 }
 
 type pdbSelector struct {
@@ -36,8 +41,8 @@ type pdbSelector struct {
 func NewSnapshot(nodes []*corev1.Node, pods []*corev1.Pod, pdbs []*policyv1.PodDisruptionBudget,
 	pvcs []*corev1.PersistentVolumeClaim, pvs []*corev1.PersistentVolume) *Snapshot {
 	s := &Snapshot{Nodes: nodes, Pods: pods, PDBs: pdbs, PVCs: pvcs, PVs: pvs,
-		nodes: make(map[string]*corev1.Node, len(nodes)), podsByNode: map[string][]*corev1.Pod{},
-		pdbsByNS: map[string][]pdbSelector{}, pvcs: map[string]*corev1.PersistentVolumeClaim{},
+		nodes: make(map[string]*corev1.Node, len(nodes)), podsByNode: map[string][]*corev1.Pod{}, evictable: map[string][]*corev1.Pod{},
+		pdbsByLabel: map[string][]pdbSelector{}, pdbsScan: map[string][]pdbSelector{}, pvcs: map[string]*corev1.PersistentVolumeClaim{},
 		pvs: map[string]*corev1.PersistentVolume{}, podsByPDB: map[*policyv1.PodDisruptionBudget]int{}}
 	for _, n := range nodes {
 		s.nodes[n.Name] = n
@@ -45,6 +50,9 @@ func NewSnapshot(nodes []*corev1.Node, pods []*corev1.Pod, pdbs []*policyv1.PodD
 	for _, p := range pods {
 		if p.Spec.NodeName != "" {
 			s.podsByNode[p.Spec.NodeName] = append(s.podsByNode[p.Spec.NodeName], p)
+			if evictable(p) {
+				s.evictable[p.Spec.NodeName] = append(s.evictable[p.Spec.NodeName], p)
+			}
 		}
 	}
 	for _, pdb := range pdbs {
@@ -52,16 +60,20 @@ func NewSnapshot(nodes []*corev1.Node, pods []*corev1.Pod, pdbs []*policyv1.PodD
 		if err != nil || pdb.Spec.Selector == nil {
 			continue
 		}
-		s.pdbsByNS[pdb.Namespace] = append(s.pdbsByNS[pdb.Namespace], pdbSelector{pdb: pdb, sel: sel})
+		ps := pdbSelector{pdb: pdb, sel: sel}
+		if k, v, ok := firstLabel(pdb.Spec.Selector.MatchLabels); ok {
+			key := pdb.Namespace + "\x00" + k + "=" + v
+			s.pdbsByLabel[key] = append(s.pdbsByLabel[key], ps)
+		} else {
+			s.pdbsScan[pdb.Namespace] = append(s.pdbsScan[pdb.Namespace], ps)
+		}
 	}
 	for _, p := range pods {
 		if isTerminal(p) {
 			continue
 		}
-		for _, ps := range s.pdbsByNS[p.Namespace] {
-			if ps.sel.Matches(labels.Set(p.Labels)) {
-				s.podsByPDB[ps.pdb]++
-			}
+		for _, pdb := range s.PDBsFor(p) {
+			s.podsByPDB[pdb]++
 		}
 	}
 	for _, c := range pvcs {
@@ -82,12 +94,32 @@ func (s *Snapshot) PodsOn(node string) []*corev1.Pod { return s.podsByNode[node]
 // PDBsFor returns the PDBs whose selector matches the pod.
 func (s *Snapshot) PDBsFor(p *corev1.Pod) []*policyv1.PodDisruptionBudget {
 	var out []*policyv1.PodDisruptionBudget
-	for _, ps := range s.pdbsByNS[p.Namespace] {
-		if ps.sel.Matches(labels.Set(p.Labels)) {
+	set := labels.Set(p.Labels)
+	for k, v := range p.Labels {
+		for _, ps := range s.pdbsByLabel[p.Namespace+"\x00"+k+"="+v] {
+			if ps.sel.Matches(set) {
+				out = append(out, ps.pdb)
+			}
+		}
+	}
+	for _, ps := range s.pdbsScan[p.Namespace] {
+		if ps.sel.Matches(set) {
 			out = append(out, ps.pdb)
 		}
 	}
 	return out
+}
+
+// firstLabel returns the smallest key of m with its value: any one pair would do as
+// an index key, the smallest makes it deterministic.
+func firstLabel(m map[string]string) (string, string, bool) {
+	first := ""
+	for k := range m {
+		if first == "" || k < first {
+			first = k
+		}
+	}
+	return first, m[first], first != ""
 }
 
 // volumePV returns the PV behind a pod's PVC volume, if bound.
