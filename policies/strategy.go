@@ -29,7 +29,9 @@ func StrategyFor(name api.Strategy) (Strategy, error) {
 }
 
 // rolling replaces maxConcurrent nodes at a time; each batch's replacements are
-// Ready before its old nodes are cordoned, drained and terminated.
+// Ready before its old nodes are cordoned and drained. Workloads are verified
+// before the old nodes are terminated, so a failed verification can still roll the
+// batch back onto them.
 type rolling struct{}
 
 func (rolling) Name() api.Strategy { return api.StrategyRolling }
@@ -37,7 +39,7 @@ func (rolling) Name() api.Strategy { return api.StrategyRolling }
 func (rolling) Steps(nodes []string, maxConcurrent int) []api.Step {
 	var steps []api.Step
 	for b, batch := range chunk(nodes, maxConcurrent) {
-		for _, a := range []api.Action{api.ActionProvision, api.ActionWaitReady, api.ActionCordon, api.ActionDrain, api.ActionTerminate, api.ActionVerify} {
+		for _, a := range []api.Action{api.ActionProvision, api.ActionWaitReady, api.ActionCordon, api.ActionDrain, api.ActionVerify, api.ActionTerminate} {
 			steps = append(steps, each(b+1, a, batch)...)
 		}
 	}

@@ -27,11 +27,11 @@ func TestStrategies(t *testing.T) {
 		want     string
 	}{
 		{api.StrategyRolling, []string{"a", "b"}, 1,
-			"1:provision:a 1:waitReady:a 1:cordon:a 1:drain:a 1:terminate:a 1:verify:a " +
-				"2:provision:b 2:waitReady:b 2:cordon:b 2:drain:b 2:terminate:b 2:verify:b"},
+			"1:provision:a 1:waitReady:a 1:cordon:a 1:drain:a 1:verify:a 1:terminate:a " +
+				"2:provision:b 2:waitReady:b 2:cordon:b 2:drain:b 2:verify:b 2:terminate:b"},
 		{api.StrategyRolling, []string{"a", "b", "c"}, 2,
-			"1:provision:a 1:provision:b 1:waitReady:a 1:waitReady:b 1:cordon:a 1:cordon:b 1:drain:a 1:drain:b 1:terminate:a 1:terminate:b 1:verify:a 1:verify:b " +
-				"2:provision:c 2:waitReady:c 2:cordon:c 2:drain:c 2:terminate:c 2:verify:c"},
+			"1:provision:a 1:provision:b 1:waitReady:a 1:waitReady:b 1:cordon:a 1:cordon:b 1:drain:a 1:drain:b 1:verify:a 1:verify:b 1:terminate:a 1:terminate:b " +
+				"2:provision:c 2:waitReady:c 2:cordon:c 2:drain:c 2:verify:c 2:terminate:c"},
 		{api.StrategySurge, []string{"a", "b", "c"}, 2,
 			"1:provision:a 1:provision:b 1:provision:c 1:waitReady:a 1:waitReady:b 1:waitReady:c " +
 				"2:cordon:a 2:cordon:b 2:drain:a 2:drain:b 2:verify:a 2:verify:b " +

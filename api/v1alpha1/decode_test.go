@@ -190,7 +190,7 @@ func TestBadInputs(t *testing.T) {
 		{"plan without candidates", planName, KindPlan, plan[:strings.Index(plan, "  candidates:")] + "  candidates: []\n", []string{
 			"prod-general-20261127-3f9a1c.yaml:15: spec.candidates: Required value: a plan needs at least one candidate"}},
 		{"step names a stranger", planName, KindPlan, mutate(t, plan, "{batch: 2, action: verify, node: worker-a2}", "{batch: 2, action: verify, node: worker-zz}"), []string{
-			`prod-general-20261127-3f9a1c.yaml:40: spec.steps[11].node: Invalid value: "worker-zz": is not one of the plan's candidates`}},
+			`prod-general-20261127-3f9a1c.yaml:39: spec.steps[10].node: Invalid value: "worker-zz": is not one of the plan's candidates`}},
 		{"step unknown action", planName, KindPlan, mutate(t, plan, "{batch: 1, action: cordon, node: worker-a1}", "{batch: 1, action: reboot, node: worker-a1}"), []string{
 			`prod-general-20261127-3f9a1c.yaml:31: spec.steps[2].action: Unsupported value: "reboot": supported values: "provision", "waitReady", "cordon", "drain", "terminate", "verify"`}},
 		{"negative price", planName, KindPlan, mutate(t, plan, "std-4vcpu-8gb-v2, datacenter: fra1, arch: amd64, hourlyPrice: 0.06, cpu: \"4\", memory: 8Gi}\n      monthlySavings: 14.6\n      age: 180d", "std-4vcpu-8gb-v2, datacenter: fra1, arch: amd64, hourlyPrice: -0.06, cpu: \"4\", memory: 8Gi}\n      monthlySavings: 14.6\n      age: 180d"), []string{
