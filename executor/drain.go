@@ -120,4 +120,3 @@ func toleratesDisrupting(p *corev1.Pod) bool {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
-
