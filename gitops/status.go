@@ -95,7 +95,8 @@ type GroupPlans struct {
 	Unfinished []*PlanRecord
 }
 
-// PlanIndex is every plan of the watched branch with its status.
+// PlanIndex is every plan of the watched branch with its status. The plans and
+// statuses in it are shared with the store's cache: read them, never change them.
 type PlanIndex struct {
 	// WatchedCommit and StatusCommit are the commits read (zero: no such branch yet).
 	WatchedCommit, StatusCommit plumbing.Hash
@@ -172,9 +173,10 @@ type GitStatusStore struct {
 	repo *Repo
 	o    StoreOptions
 
-	mu   sync.Mutex
-	last map[string]committed
-	held map[string]*api.RebalanceStatus
+	mu      sync.Mutex
+	last    map[string]committed
+	held    map[string]*api.RebalanceStatus
+	decoded map[decodeKey]*decoded
 }
 
 var _ StatusStore = (*GitStatusStore)(nil)
@@ -215,7 +217,9 @@ func (s *GitStatusStore) statusTip() (plumbing.Hash, error) {
 	return tip, err
 }
 
-// Plans implements StatusStore.
+// Plans implements StatusStore. Decoded files are cached by content (a blob
+// hash never changes meaning), so a repository with thousands of plans costs a
+// directory listing per call, and a decode only for what changed.
 func (s *GitStatusStore) Plans(ctx context.Context) (*PlanIndex, error) {
 	watched, err := s.repo.Head(s.o.WatchedBranch)
 	if err != nil {
@@ -226,52 +230,69 @@ func (s *GitStatusStore) Plans(ctx context.Context) (*PlanIndex, error) {
 		return nil, err
 	}
 	ix := &PlanIndex{WatchedCommit: watched, StatusCommit: statusTip}
-	plansFS, err := s.repo.TreeFS(watched)
-	if err != nil {
-		return nil, err
-	}
-	statusFS := plansFS
-	if statusTip != watched {
-		if statusFS, err = s.repo.TreeFS(statusTip); err != nil {
-			return nil, err
-		}
-	}
 	origins, err := s.repo.FileHistory(ctx, watched, s.o.Layout.PlansDir())
 	if err != nil {
 		return nil, err
 	}
-	statuses := map[string]*PlanRecord{}
-	files, err := yamlFiles(statusFS, s.o.Layout.StatusDir())
+	planFiles, err := s.repo.ListDir(watched, s.o.Layout.PlansDir())
 	if err != nil {
 		return nil, err
 	}
-	for _, f := range files {
-		data, err := fs.ReadFile(statusFS, f)
-		if err != nil {
-			return nil, err
-		}
-		rec := &PlanRecord{ID: IDFromFile(f)}
-		rec.Status, rec.StatusErr = api.DecodeStatus(f, data)
-		statuses[rec.ID] = rec
-	}
-	files, err = yamlFiles(plansFS, s.o.Layout.PlansDir())
+	statusFiles, err := s.repo.ListDir(statusTip, s.o.Layout.StatusDir())
 	if err != nil {
 		return nil, err
 	}
-	seen := map[string]bool{}
-	for _, f := range files {
-		data, err := fs.ReadFile(plansFS, f)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cache := make(map[decodeKey]*decoded, len(planFiles)+len(statusFiles))
+	decode := func(dir, name string, h plumbing.Hash, kind string) (*decoded, error) {
+		file := path.Join(dir, name)
+		key := decodeKey{file: file, blob: h}
+		if d, ok := s.decoded[key]; ok {
+			cache[key] = d
+			return d, nil
+		}
+		data, err := s.repo.ReadBlob(h)
 		if err != nil {
 			return nil, err
 		}
-		rec := &PlanRecord{ID: IDFromFile(f), File: f, Origin: origins[path.Base(f)]}
-		rec.Plan, rec.Err = api.DecodePlan(f, data)
-		if st := statuses[rec.ID]; st != nil {
-			rec.Status, rec.StatusErr = st.Status, st.StatusErr
+		d := &decoded{}
+		if kind == api.KindPlan {
+			d.plan, d.err = api.DecodePlan(file, data)
+		} else {
+			d.status, d.err = api.DecodeStatus(file, data)
 		}
-		seen[rec.ID] = true
+		cache[key] = d
+		return d, nil
+	}
+	statuses := map[string]*decoded{}
+	for name, h := range statusFiles {
+		if IDFromFile(name) == "" {
+			continue
+		}
+		d, err := decode(s.o.Layout.StatusDir(), name, h, api.KindStatus)
+		if err != nil {
+			return nil, err
+		}
+		statuses[IDFromFile(name)] = d
+	}
+	for name, h := range planFiles {
+		id := IDFromFile(name)
+		if id == "" {
+			continue
+		}
+		d, err := decode(s.o.Layout.PlansDir(), name, h, api.KindPlan)
+		if err != nil {
+			return nil, err
+		}
+		rec := &PlanRecord{ID: id, File: path.Join(s.o.Layout.PlansDir(), name), Origin: origins[name], Plan: d.plan, Err: d.err}
+		if st := statuses[id]; st != nil {
+			rec.Status, rec.StatusErr = st.status, st.err
+			delete(statuses, id)
+		}
 		ix.Plans = append(ix.Plans, rec)
 	}
+	s.decoded = cache
 	sort.SliceStable(ix.Plans, func(i, j int) bool {
 		a, b := ix.Plans[i].Origin.Depth, ix.Plans[j].Origin.Depth
 		if a != b {
@@ -279,30 +300,27 @@ func (s *GitStatusStore) Plans(ctx context.Context) (*PlanIndex, error) {
 		}
 		return ix.Plans[i].ID < ix.Plans[j].ID
 	})
-	for id, st := range statuses {
-		if !seen[id] && st.Status != nil {
-			ix.Orphans = append(ix.Orphans, st.Status)
+	for _, st := range statuses {
+		if st.status != nil {
+			ix.Orphans = append(ix.Orphans, st.status)
 		}
 	}
 	sort.Slice(ix.Orphans, func(i, j int) bool { return ix.Orphans[i].Metadata.Name < ix.Orphans[j].Metadata.Name })
 	return ix, nil
 }
 
-func yamlFiles(fsys fs.FS, dir string) ([]string, error) {
-	entries, err := fs.ReadDir(fsys, dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", dir, err)
-	}
-	var out []string
-	for _, e := range entries {
-		if !e.IsDir() && IDFromFile(e.Name()) != "" {
-			out = append(out, path.Join(dir, e.Name()))
-		}
-	}
-	return out, nil
+// decodeKey names a decoded file: its path (errors name it) and its content.
+type decodeKey struct {
+	file string
+	blob plumbing.Hash
+}
+
+// decoded is a plan or status file as decoded once. Callers must not change it:
+// it is shared between calls.
+type decoded struct {
+	plan   *api.RebalancePlan
+	status *api.RebalanceStatus
+	err    error
 }
 
 // Append implements StatusStore.

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"path"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing"
@@ -252,4 +253,32 @@ func (d *treeDir) ReadDir(n int) ([]fs.DirEntry, error) {
 	}
 	d.offset += n
 	return rest[:n], nil
+}
+
+// ListDir maps each file directly in dir at commit to its blob hash (nothing when
+// dir does not exist). With ReadBlob, callers cache what they decode by content.
+func (r *Repo) ListDir(commit plumbing.Hash, dir string) (map[string]plumbing.Hash, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if commit.IsZero() {
+		return map[string]plumbing.Hash{}, nil
+	}
+	c, err := r.repo.CommitObject(commit)
+	if err != nil {
+		return nil, fmt.Errorf("reading commit %s: %w", commit, err)
+	}
+	_, files, err := r.dirAt(c, strings.Trim(path.Clean("/"+dir), "/"))
+	return files, err
+}
+
+// ReadBlob reads a blob by hash.
+func (r *Repo) ReadBlob(h plumbing.Hash) ([]byte, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t := treeFS{r: r}
+	data, err := t.blob(h)
+	if err != nil {
+		return nil, fmt.Errorf("reading blob %s: %w", h, err)
+	}
+	return data, nil
 }

@@ -258,7 +258,13 @@ func (r *Repo) VerifyPlan(ctx context.Context, tip plumbing.Hash, planFile, poli
 	for h := range why {
 		hashes = append(hashes, h)
 	}
-	sort.Slice(hashes, func(i, j int) bool { return hashes[i].String() < hashes[j].String() })
+	// The plan's own commit first, so its failure is the one reported.
+	sort.Slice(hashes, func(i, j int) bool {
+		if (hashes[i] == origin.LastChanged) != (hashes[j] == origin.LastChanged) {
+			return hashes[i] == origin.LastChanged
+		}
+		return hashes[i].String() < hashes[j].String()
+	})
 	var out []Verification
 	for _, h := range hashes {
 		v, err := r.VerifyCommit(h, kr)

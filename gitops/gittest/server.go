@@ -223,3 +223,10 @@ func run(stdin, dir string, args ...string) (string, error) {
 	err := cmd.Run()
 	return out.String(), err
 }
+
+// FastImport feeds a git fast-import stream to a server repository: thousands of
+// commits in a second, for history-size tests and benchmarks.
+func (s *Server) FastImport(t testing.TB, name, stream string) {
+	t.Helper()
+	GitInput(t, s.RepoDir(name), stream, "fast-import", "--quiet")
+}
