@@ -16,8 +16,8 @@ func Plan(cluster, group, suffix string, created time.Time, nodes ...string) *ap
 		CreatedAt: api.NewTime(created), NotAfter: api.NewTime(created.Add(7 * 24 * time.Hour))}
 	for i, n := range nodes {
 		spec.Candidates = append(spec.Candidates, api.Candidate{Node: n, ProviderID: "kwok://" + n,
-			Current:     api.Offering{Name: "std-4vcpu-8gb-v1", Datacenter: "fra1", Arch: "amd64", HourlyPrice: 0.08},
-			Replacement: api.Offering{Name: "std-4vcpu-8gb-v2", Datacenter: "fra1", Arch: "amd64", HourlyPrice: 0.06},
+			Current:        api.Offering{Name: "std-4vcpu-8gb-v1", Datacenter: "fra1", Arch: "amd64", HourlyPrice: 0.08},
+			Replacement:    api.Offering{Name: "std-4vcpu-8gb-v2", Datacenter: "fra1", Arch: "amd64", HourlyPrice: 0.06},
 			MonthlySavings: 14.6, Age: api.Days(30)})
 		for _, a := range api.Actions {
 			spec.Steps = append(spec.Steps, api.Step{Batch: i + 1, Action: a, Node: n})
