@@ -47,7 +47,7 @@ offerings:
 `
 
 type fixture struct {
-	t        *testing.T
+	t        testing.TB
 	ctx      context.Context
 	prefix   string
 	ns       string
@@ -63,7 +63,7 @@ type fixture struct {
 	mu       sync.Mutex
 }
 
-func newFixture(t *testing.T, prefix string, oldNodes int, faults kwok.Faults) *fixture {
+func newFixture(t testing.TB, prefix string, oldNodes int, faults kwok.Faults) *fixture {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	t.Cleanup(cancel)
