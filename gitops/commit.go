@@ -38,6 +38,9 @@ type CommitRequest struct {
 	// so a concurrent writer is never overwritten blindly. Proposal branches are
 	// written this way: one commit adding one file on top of the watched branch.
 	Replace bool
+	// NoRetry returns ErrNonFastForward at once instead of fetching and
+	// re-applying: for callers that must look again before they write.
+	NoRetry bool
 }
 
 // CommitResult says what CommitFiles did.
@@ -80,6 +83,9 @@ func (r *Repo) Commit(ctx context.Context, req CommitRequest) (CommitResult, err
 		res.Attempts = attempt
 		if err == nil || !errors.Is(err, ErrNonFastForward) {
 			return res, err
+		}
+		if req.NoRetry {
+			return res, fmt.Errorf("committing to %s: %w", req.Branch, err)
 		}
 		if attempt >= r.opts.Attempts {
 			return res, fmt.Errorf("committing to %s: gave up after %d attempts: %w", req.Branch, attempt, err)

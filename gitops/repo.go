@@ -157,6 +157,9 @@ func Open(ctx context.Context, o Options) (*Repo, error) {
 	return r, nil
 }
 
+// Timeout is the deadline of one remote call.
+func (r *Repo) Timeout() time.Duration { return r.opts.Timeout }
+
 // URL is the remote's URL without credentials.
 func (r *Repo) URL() string { return r.display }
 
