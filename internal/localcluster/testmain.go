@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"testing"
 	"time"
 )
@@ -31,4 +32,38 @@ func RunTests(m *testing.M, opts Options, set func(*Cluster)) int {
 	defer c.Stop()
 	set(c)
 	return m.Run()
+}
+
+// Shared is a cluster started on first use, for packages where only some tests
+// need one: the others run without paying for it. Stop it from TestMain.
+type Shared struct {
+	Options Options
+	once    sync.Once
+	c       *Cluster
+	err     error
+}
+
+// Get returns the running cluster, starting it (and building the binaries if
+// needed) on the first call. A cluster that cannot start fails the test.
+func (s *Shared) Get(t testing.TB) *Cluster {
+	t.Helper()
+	s.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 45*time.Minute)
+		defer cancel()
+		if _, s.err = EnsureBinaries(ctx); s.err != nil {
+			return
+		}
+		s.c, s.err = Start(ctx, s.Options)
+	})
+	if s.err != nil {
+		t.Fatalf("local cluster: %v", s.err)
+	}
+	return s.c
+}
+
+// Stop stops the cluster if it was started.
+func (s *Shared) Stop() {
+	if s.c != nil {
+		s.c.Stop()
+	}
 }
