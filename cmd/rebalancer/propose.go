@@ -35,6 +35,7 @@ type repoFlags struct {
 	// GitHub App: its installation token serves git over HTTPS and the API.
 	appID, appInstallation int64
 	appKeyFile, githubURL  string
+	githubRepo             string
 }
 
 func (f *repoFlags) register(cmd *cobra.Command) {
@@ -60,6 +61,7 @@ func (f *repoFlags) register(cmd *cobra.Command) {
 	fl.Int64Var(&f.appID, "github-app-id", 0, "GitHub App ID (with --github-app-installation-id and --github-app-key-file)")
 	fl.Int64Var(&f.appInstallation, "github-app-installation-id", 0, "installation ID of the GitHub App on the repository's owner")
 	fl.StringVar(&f.appKeyFile, "github-app-key-file", "", "PEM private key of the GitHub App")
+	fl.StringVar(&f.githubRepo, "github-repo", "", "owner/name of the repository on GitHub (default: from --repo)")
 	fl.StringVar(&f.githubURL, "github-url", "", "REST API base of GitHub Enterprise Server, such as https://ghe.example.com/api/v3/ (default github.com)")
 }
 
@@ -216,8 +218,14 @@ Secrets come from files or the environment: --git-token-file or $REBALANCER_GIT_
 
 func githubForge(rf repoFlags, app *forge.AppTokenSource, tokenFile string, repo *gitops.Repo, log *slog.Logger) (forge.Forge, error) {
 	owner, name, err := forge.ParseRepoURL(rf.url)
-	if err != nil {
-		return nil, usageError("--repo: %v", err)
+	if rf.githubRepo != "" {
+		var ok bool
+		owner, name, ok = strings.Cut(rf.githubRepo, "/")
+		if !ok || owner == "" || name == "" || strings.Contains(name, "/") {
+			return nil, usageError("--github-repo %q: use owner/name", rf.githubRepo)
+		}
+	} else if err != nil {
+		return nil, usageError("--repo: %v (set --github-repo owner/name)", err)
 	}
 	o := forge.GitHubOptions{APIURL: rf.githubURL, Owner: owner, Repo: name, Base: rf.branch, Git: repo, Logger: log}
 	if app != nil {
