@@ -15,6 +15,7 @@ import (
 // another, edits the first on main, and checks the commits that added and last
 // changed each, before and after more history arrives (the incremental path).
 func TestFileHistoryFollowsFirstParents(t *testing.T) {
+	t.Parallel()
 	srv, w := fixture(t)
 	base := w.Head()
 	w.Git("checkout", "-q", "-b", "pr-a")

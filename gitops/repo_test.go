@@ -49,6 +49,7 @@ func open(t *testing.T, srv *gittest.Server, mod func(*gitops.Options)) *gitops.
 }
 
 func TestOpenReadsTreeWithoutCheckout(t *testing.T) {
+	t.Parallel()
 	srv, w := fixture(t)
 	r := open(t, srv, nil)
 	head, err := r.Head("main")
@@ -69,6 +70,7 @@ func TestOpenReadsTreeWithoutCheckout(t *testing.T) {
 }
 
 func TestCommitFilesPushesAsTheBotWithTrailers(t *testing.T) {
+	t.Parallel()
 	srv, w := fixture(t)
 	r := open(t, srv, nil)
 	res, err := r.CommitFiles(context.Background(), "main", map[string][]byte{
@@ -109,6 +111,7 @@ func TestCommitFilesPushesAsTheBotWithTrailers(t *testing.T) {
 }
 
 func TestConcurrentPusherIsRebasedOnto(t *testing.T) {
+	t.Parallel()
 	srv, w := fixture(t)
 	r := open(t, srv, nil)
 	// A person pushes after our fetch: our view of main is stale.
@@ -127,6 +130,7 @@ func TestConcurrentPusherIsRebasedOnto(t *testing.T) {
 }
 
 func TestRacingPushersBothLand(t *testing.T) {
+	t.Parallel()
 	srv, _ := fixture(t)
 	a := open(t, srv, nil)
 	b := open(t, srv, nil)
@@ -150,6 +154,7 @@ func TestRacingPushersBothLand(t *testing.T) {
 }
 
 func TestPreReceiveRefusalIsPermanent(t *testing.T) {
+	t.Parallel()
 	srv, _ := fixture(t)
 	srv.RefuseDirectPushes(t, "fleet", "main")
 	r := open(t, srv, nil)
@@ -172,6 +177,7 @@ func TestPreReceiveRefusalIsPermanent(t *testing.T) {
 }
 
 func TestServerErrorsAreRetriedThenReported(t *testing.T) {
+	t.Parallel()
 	srv, _ := fixture(t)
 	r := open(t, srv, func(o *gitops.Options) { o.Attempts = 3 })
 
@@ -192,6 +198,7 @@ func TestServerErrorsAreRetriedThenReported(t *testing.T) {
 }
 
 func TestUnreachableAndUnauthorized(t *testing.T) {
+	t.Parallel()
 	srv, _ := fixture(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -217,6 +224,7 @@ func TestUnreachableAndUnauthorized(t *testing.T) {
 }
 
 func TestDeadlineOnEveryRemoteCall(t *testing.T) {
+	t.Parallel()
 	// A server that accepts and never answers.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -239,6 +247,7 @@ func TestDeadlineOnEveryRemoteCall(t *testing.T) {
 }
 
 func TestCacheDirIsFetchedIncrementally(t *testing.T) {
+	t.Parallel()
 	srv, w := fixture(t)
 	big := make([]byte, 1<<20)
 	_, err := rand.Read(big)
@@ -265,6 +274,7 @@ func TestCacheDirIsFetchedIncrementally(t *testing.T) {
 }
 
 func TestProposalBranchReplaceUsesALease(t *testing.T) {
+	t.Parallel()
 	srv, w := fixture(t)
 	r := open(t, srv, nil)
 	ctx := context.Background()
@@ -296,6 +306,7 @@ func TestProposalBranchReplaceUsesALease(t *testing.T) {
 }
 
 func TestNonFastForwardIsTyped(t *testing.T) {
+	t.Parallel()
 	srv, w := fixture(t)
 	r := open(t, srv, func(o *gitops.Options) { o.Attempts = 1 })
 	w.Write("x", "y")

@@ -18,6 +18,7 @@ import (
 var t0 = time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
 
 func TestStatusStoreAppendCoalescesProgress(t *testing.T) {
+	t.Parallel()
 	srv, w := fixture(t)
 	plan := gittest.Plan("prod", "general", "aaaaaa", t0, "n1", "n2")
 	w.Write("rebalancer/plans/"+plan.Metadata.Name+".yaml", gittest.YAML(t, plan))
@@ -89,6 +90,7 @@ func TestStatusStoreAppendCoalescesProgress(t *testing.T) {
 }
 
 func TestStatusStorePlansPerGroupInMergeOrder(t *testing.T) {
+	t.Parallel()
 	srv, w := fixture(t)
 	p1 := gittest.Plan("prod", "general", "111111", t0, "n1")
 	p2 := gittest.Plan("prod", "general", "222222", t0.Add(time.Hour), "n2")
@@ -127,6 +129,7 @@ func TestStatusStorePlansPerGroupInMergeOrder(t *testing.T) {
 }
 
 func TestStatusBranchForProtectedMain(t *testing.T) {
+	t.Parallel()
 	srv, w := fixture(t)
 	plan := gittest.Plan("prod", "general", "aaaaaa", t0, "n1")
 	w.Write("rebalancer/plans/"+plan.Metadata.Name+".yaml", gittest.YAML(t, plan))
@@ -158,6 +161,7 @@ func TestStatusBranchForProtectedMain(t *testing.T) {
 }
 
 func TestOnlyStatusPushesDoNotTrigger(t *testing.T) {
+	t.Parallel()
 	srv, w := fixture(t)
 	r := open(t, srv, nil)
 	store := gitops.NewStatusStore(r, gitops.StoreOptions{WatchedBranch: "main"})

@@ -64,6 +64,7 @@ func sshSign(k sshKey) []string {
 }
 
 func TestVerifyCommitSignatures(t *testing.T) {
+	t.Parallel()
 	srv, w := fixture(t)
 	alice := newSSHKey(t, "alice@example.com")
 	mallory := newSSHKey(t, "mallory@example.com")
@@ -135,6 +136,7 @@ func TestVerifyCommitSignatures(t *testing.T) {
 }
 
 func TestVerifyPlanChecksTheMergeCommitAndLaterPolicyCommits(t *testing.T) {
+	t.Parallel()
 	srv, w := fixture(t)
 	lead := newSSHKey(t, "lead@example.com")
 	kr, err := gitops.ParseKeyring([]byte(lead.authorized))
