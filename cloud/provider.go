@@ -67,6 +67,20 @@ type Offering struct {
 // MonthlyPrice is the hourly price over an average month of 730 hours.
 func (o Offering) MonthlyPrice() float64 { return o.HourlyPrice * 730 }
 
+// Resources is what a machine of the offering offers to pods, as a node reports it.
+func (o Offering) Resources() corev1.ResourceList {
+	r := corev1.ResourceList{
+		corev1.ResourceCPU:              o.CPU,
+		corev1.ResourceMemory:           o.Memory,
+		corev1.ResourcePods:             *resource.NewQuantity(o.Pods, resource.DecimalSI),
+		corev1.ResourceEphemeralStorage: o.EphemeralStorage,
+	}
+	if o.GPUs > 0 {
+		r["nvidia.com/gpu"] = *resource.NewQuantity(o.GPUs, resource.DecimalSI)
+	}
+	return r
+}
+
 // Key identifies an offering: the same name can be priced differently per datacenter.
 func (o Offering) Key() string { return o.Datacenter + "/" + o.Name }
 

@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	corev1helpers "k8s.io/component-helpers/scheduling/corev1"
 	"k8s.io/component-helpers/scheduling/corev1/nodeaffinity"
@@ -89,7 +88,7 @@ func InheritedTaints(n *corev1.Node) []corev1.Taint {
 // labels and taints plus the offering's own labels. Pods are checked against it.
 func ReplacementNode(n *corev1.Node, o *cloud.Offering) *corev1.Node {
 	rn := replacementNode(n, o)
-	rn.Status = corev1.NodeStatus{Allocatable: OfferingResources(o), Capacity: OfferingResources(o)}
+	rn.Status = corev1.NodeStatus{Allocatable: o.Resources(), Capacity: o.Resources()}
 	return rn
 }
 
@@ -112,19 +111,6 @@ func replacementNode(n *corev1.Node, o *cloud.Offering) *corev1.Node {
 	}
 }
 
-// OfferingResources is what a machine of the offering offers to pods.
-func OfferingResources(o *cloud.Offering) corev1.ResourceList {
-	r := corev1.ResourceList{
-		corev1.ResourceCPU:              o.CPU,
-		corev1.ResourceMemory:           o.Memory,
-		corev1.ResourcePods:             *resource.NewQuantity(o.Pods, resource.DecimalSI),
-		corev1.ResourceEphemeralStorage: o.EphemeralStorage,
-	}
-	if o.GPUs > 0 {
-		r["nvidia.com/gpu"] = *resource.NewQuantity(o.GPUs, resource.DecimalSI)
-	}
-	return r
-}
 
 // PodFits explains why pod p could not run on node n (labels, taints, arch and
 // requests against n's allocatable, as the scheduler's filters would), or "".
@@ -175,7 +161,7 @@ func NewCatalog(offerings []cloud.Offering) *Catalog {
 	for i := range offerings {
 		o := &offerings[i]
 		k := o.Datacenter + "/" + o.Arch
-		c.byPlace[k] = append(c.byPlace[k], catalogEntry{offering: o, resources: fromList(OfferingResources(o))})
+		c.byPlace[k] = append(c.byPlace[k], catalogEntry{offering: o, resources: fromList(o.Resources())})
 	}
 	for _, entries := range c.byPlace {
 		sort.SliceStable(entries, func(i, j int) bool {

@@ -20,7 +20,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
@@ -316,15 +315,7 @@ func NewNode(name string, off cloud.Offering, labels map[string]string, taints [
 	if neverReady {
 		a[AnnotationNeverReady] = "true"
 	}
-	res := corev1.ResourceList{
-		corev1.ResourceCPU:              off.CPU,
-		corev1.ResourceMemory:           off.Memory,
-		corev1.ResourcePods:             *resource.NewQuantity(off.Pods, resource.DecimalSI),
-		corev1.ResourceEphemeralStorage: off.EphemeralStorage,
-	}
-	if off.GPUs > 0 {
-		res["nvidia.com/gpu"] = *resource.NewQuantity(off.GPUs, resource.DecimalSI)
-	}
+	res := off.Resources()
 	return &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: l, Annotations: a},
 		Spec:       corev1.NodeSpec{ProviderID: ProviderIDPrefix + name, Taints: taints},
