@@ -271,10 +271,7 @@ func assertOnlyOldNodes(t *testing.T, f *fixture) {
 			mine = append(mine, i.NodeName)
 		}
 	}
-	var want []string
-	for _, o := range f.old {
-		want = append(want, o)
-	}
+	want := append([]string(nil), f.old...)
 	slices.Sort(mine)
 	slices.Sort(want)
 	assert.Equal(t, want, mine, "no replacement leaked")
