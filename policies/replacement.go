@@ -111,7 +111,6 @@ func replacementNode(n *corev1.Node, o *cloud.Offering) *corev1.Node {
 	}
 }
 
-
 // PodFits explains why pod p could not run on node n (labels, taints, arch and
 // requests against n's allocatable, as the scheduler's filters would), or "".
 func PodFits(p *corev1.Pod, n *corev1.Node) string {
