@@ -44,7 +44,7 @@ offerings:
 // server said: the Running commit must be there before the first change.
 type watchingProvider struct {
 	cloud.Provider
-	provisions atomic.Int32
+	provisions  atomic.Int32
 	onProvision func()
 }
 
