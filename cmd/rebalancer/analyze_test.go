@@ -13,7 +13,6 @@ import (
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 
 	api "github.com/rebalancer-dev/rebalancer/api/v1alpha1"
 	"github.com/rebalancer-dev/rebalancer/cloud/kwok"
@@ -51,10 +50,10 @@ func TestAnalyzeCommand(t *testing.T) {
 		}
 		require.NoError(t, kwok.CreateNode(ctx, c.Client, n))
 	}
-	require.NoError(t, wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		n, err := c.Client.CoreV1().Nodes().Get(ctx, "cli-c", metav1.GetOptions{})
-		return err == nil && len(n.Status.Conditions) > 0, nil
-	}))
+	for _, name := range []string{"cli-a", "cli-b", "cli-c"} {
+		_, err := c.WaitNodeReady(ctx, name, 30*time.Second)
+		require.NoError(t, err)
+	}
 	dir := t.TempDir()
 	require.NoError(t, os.MkdirAll(filepath.Join(dir, "repo", "rebalancer", "policies"), 0o755))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "repo", "rebalancer", "policies", "cli.yaml"), []byte(cliPolicy), 0o644))
@@ -88,11 +87,14 @@ func TestAnalyzeCommand(t *testing.T) {
 	assert.Len(t, plan.Spec.Candidates, 2)
 	assert.True(t, strings.HasPrefix(plan.Metadata.Name, "test-blue-"))
 
-	// Read-only: the nodes are untouched.
+	// Read-only: no taint or annotation of ours on any node.
 	nodes, err := c.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: "tier=cli"})
 	require.NoError(t, err)
 	for _, n := range nodes.Items {
-		assert.Empty(t, taintKeys(n.Spec.Taints), n.Name)
+		for _, k := range taintKeys(n.Spec.Taints) {
+			assert.False(t, strings.HasPrefix(k, "rebalancer.dev/"), "%s: taint %s", n.Name, k)
+		}
+		assert.NotContains(t, n.Annotations, "rebalancer.dev/plan", n.Name)
 	}
 
 	// Bad input: a catalog that does not parse (exit 1, the file and line named), a
