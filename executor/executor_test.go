@@ -281,3 +281,44 @@ func assertOnlyOldNodes(t *testing.T, f *fixture) {
 		assert.False(t, hasTaint(n, policies.TaintDisrupting), fmt.Sprintf("%s un-tainted", o))
 	}
 }
+
+func TestRollbackFailedWhenTheReplacementCannotBeDrained(t *testing.T) {
+	f := newFixture(t, "rb-failed", 1, kwok.Faults{})
+	f.opts.VerifyTimeout = 3 * time.Second
+	f.deploy("web", 1, 0, nil)
+	// legacy runs only on the old generation: once evicted it stays Pending, so
+	// verification fails and the batch rolls back.
+	f.deploy("legacy", 1, 0, func(t *corev1.PodTemplateSpec) {
+		t.Spec.NodeSelector[corev1.LabelInstanceTypeStable] = "gen1"
+	})
+	f.waitPods(2)
+	rec := f.run(f.plan(api.StrategyRolling, 1, 3*time.Second, f.old...), WithProgress(func(p Progress) {
+		if p.Action == api.ActionDrain && !p.Rollback {
+			// web now runs on the replacement, and a PDB forbids moving it again.
+			f.pdb("web", &policyv1.PodDisruptionBudgetSpec{MaxUnavailable: ptr.To(intstr.FromInt32(0))}, map[string]string{"app": "web"})
+		}
+	}))
+	require.Equal(t, api.PhaseRollbackFailed, rec.State.Phase, rec.State.Message)
+	assert.Equal(t, api.TriggerWorkloadUnhealthy, rec.State.Rollback.Trigger)
+	assert.Contains(t, rec.State.Message, "both nodes are kept")
+	pair := rec.State.Pairs[0]
+	for _, name := range []string{pair.Old, pair.NewNode} {
+		n, err := f.admin.CoreV1().Nodes().Get(f.ctx, name, metav1.GetOptions{})
+		require.NoError(t, err, "%s kept", name)
+		assert.False(t, hasTaint(n, policies.TaintDisrupting), "%s carries no taint of ours", name)
+	}
+}
+
+func TestBlueGreenDoesNotTripHealthOnItsOwnNewNodes(t *testing.T) {
+	f := newFixture(t, "bg-health", 6, kwok.Faults{ProvisionDelay: 500 * time.Millisecond})
+	// The strictest health gate: a single NotReady node would stop the plan.
+	f.policy.Spec.MaxUnhealthyCount = 0
+	f.policy.Spec.MaxUnhealthyPercent = 0
+	f.deploy("web", 6, 5, nil)
+	f.waitPods(6)
+	rec := f.run(f.plan(api.StrategyBlueGreen, 2, time.Minute, f.old...))
+	require.Equal(t, api.PhaseSucceeded, rec.State.Phase, rec.State.Message)
+	for _, p := range rec.State.Pairs {
+		assert.True(t, p.Done, p.Old)
+	}
+}
