@@ -125,6 +125,7 @@ func (e *env) plan(clusterName, suffix string, nodes ...string) *api.RebalancePl
 
 // merge commits files to main as a merged pull request would land them.
 func (e *env) merge(files map[string]string) {
+	e.work.Pull() // status commits may have landed on main
 	for p, c := range files {
 		e.work.Write(p, c)
 	}

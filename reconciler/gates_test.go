@@ -1,0 +1,84 @@
+package reconciler
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	api "github.com/rebalancer-dev/rebalancer/api/v1alpha1"
+	"github.com/rebalancer-dev/rebalancer/gitops/gittest"
+	"github.com/rebalancer-dev/rebalancer/policies"
+)
+
+func TestWaitingIsCommittedOncePerCause(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "paused")
+	plan := e.plan("local", "111111", e.node("old-0"))
+	f, c := e.planFile(plan)
+	e.merge(map[string]string{f: c, e.layout.PoliciesDir() + "/paused.yaml": gittest.Policy("paused") + "  paused: true\n"})
+
+	r, _ := e.reconciler("a", nil)
+	require.NoError(t, r.Pass(e.ctx))
+	require.NoError(t, r.Pass(e.ctx))
+	assert.Equal(t, []string{"Waiting"}, e.phases(plan.Metadata.Name), "one Waiting commit for two passes")
+	st := e.status(plan.Metadata.Name)
+	require.NotNil(t, st)
+	assert.Contains(t, st.Status.WaitingFor, "paused")
+	assert.Zero(t, e.provider.provisions.Load())
+	assert.Zero(t, e.records())
+
+	// Un-pausing on main lets the next pass run it.
+	e.merge(map[string]string{e.layout.PoliciesDir() + "/paused.yaml": gittest.Policy("paused")})
+	require.NoError(t, r.Pass(e.ctx))
+	phases := e.phases(plan.Metadata.Name)
+	require.Len(t, phases, 3, "%v", phases)
+	assert.Equal(t, []string{"Waiting", "Running", "Succeeded"}, phases)
+}
+
+func TestExpiredPlanNeverStarts(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "expired")
+	node := e.node("old-0")
+	plan := gittest.Plan("local", e.name, "222222", time.Now().UTC().Add(-8*24*time.Hour).Truncate(time.Second), node)
+	s, err := policies.StrategyFor(plan.Spec.Strategy)
+	require.NoError(t, err)
+	plan.Spec.Steps = s.Steps([]string{node}, plan.Spec.MaxConcurrent)
+	plan.Spec.ContentDigest = plan.Spec.ComputeContentDigest()
+	f, c := e.planFile(plan)
+	e.merge(map[string]string{f: c})
+
+	r, _ := e.reconciler("a", nil)
+	require.NoError(t, r.Pass(e.ctx))
+	st := e.status(plan.Metadata.Name)
+	require.NotNil(t, st)
+	assert.Equal(t, api.PhaseExpired, st.Status.Phase)
+	assert.Contains(t, st.Status.Message, "notAfter")
+	assert.Zero(t, e.provider.provisions.Load())
+}
+
+func TestOneRunningPlanPerNodeGroupOldestFirst(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "ordered")
+	first := e.plan("local", "333333", e.node("old-0"))
+	second := e.plan("local", "000000", e.node("old-1")) // sorts first by ID, merged later
+	f1, c1 := e.planFile(first)
+	e.merge(map[string]string{f1: c1})
+	f2, c2 := e.planFile(second)
+	e.merge(map[string]string{f2: c2})
+
+	r, _ := e.reconciler("a", nil)
+	require.NoError(t, r.Pass(e.ctx))
+	st := e.status(first.Metadata.Name)
+	require.NotNil(t, st)
+	assert.Equal(t, api.PhaseSucceeded, st.Status.Phase, st.Status.Message)
+	assert.Nil(t, e.status(second.Metadata.Name), "the group had a running plan: the later one waits for the next pass")
+	assert.Equal(t, int32(1), e.provider.provisions.Load())
+
+	require.NoError(t, r.Pass(e.ctx))
+	st = e.status(second.Metadata.Name)
+	require.NotNil(t, st)
+	assert.Equal(t, api.PhaseSucceeded, st.Status.Phase, st.Status.Message)
+	assert.Equal(t, int32(2), e.provider.provisions.Load())
+}
