@@ -36,7 +36,7 @@ var cluster *localcluster.Cluster
 const executorUser = "rebalancer-executor"
 
 func TestMain(m *testing.M) {
-	os.Exit(localcluster.RunTests(m, localcluster.Options{AuditLog: true, PodReadyDelay: time.Second}, func(c *localcluster.Cluster) { cluster = c }))
+	os.Exit(localcluster.RunTests(m, localcluster.Options{AuditLog: true, PodReadyDelay: 400 * time.Millisecond}, func(c *localcluster.Cluster) { cluster = c }))
 }
 
 const catalogYAML = `apiVersion: rebalancer.dev/v1alpha1
