@@ -58,7 +58,7 @@ func TestExpiredPlanNeverStarts(t *testing.T) {
 	assert.Zero(t, e.provider.provisions.Load())
 }
 
-func TestOneRunningPlanPerNodeGroupOldestFirst(t *testing.T) {
+func TestOneRunningPlanPerNodeGroupOldestFirstThenCooldown(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, "ordered")
 	first := e.plan("local", "333333", e.node("old-0"))
@@ -76,9 +76,13 @@ func TestOneRunningPlanPerNodeGroupOldestFirst(t *testing.T) {
 	assert.Nil(t, e.status(second.Metadata.Name), "the group had a running plan: the later one waits for the next pass")
 	assert.Equal(t, int32(1), e.provider.provisions.Load())
 
+	// The next pass finds the group cooling down (cooldownPeriod 1h from the
+	// first plan's finishedAt in git): the later plan waits and changes nothing.
 	require.NoError(t, r.Pass(e.ctx))
 	st = e.status(second.Metadata.Name)
 	require.NotNil(t, st)
-	assert.Equal(t, api.PhaseSucceeded, st.Status.Phase, st.Status.Message)
-	assert.Equal(t, int32(2), e.provider.provisions.Load())
+	assert.Equal(t, api.PhaseWaiting, st.Status.Phase)
+	assert.Contains(t, st.Status.WaitingFor, "cooling down")
+	assert.False(t, st.Status.NextAttempt.IsZero(), "a cooldown says when the plan may start")
+	assert.Equal(t, int32(1), e.provider.provisions.Load())
 }

@@ -145,7 +145,8 @@ func (e *env) reconciler(identity string, reval func(executor.Revalidator) execu
 	require.NoError(e.t, err)
 	store := gitops.NewStatusStore(repo, gitops.StoreOptions{Layout: e.layout, WatchedBranch: "main", ProgressInterval: time.Hour})
 	var rv executor.Revalidator = &executor.ClusterRevalidator{Client: cluster.Client, Provider: e.provider,
-		Policies: WatchedPolicies(repo, "main", e.layout), Limits: policies.Limits{ClusterName: "local", MaxNodesPerPlan: 10}}
+		Policies: WatchedPolicies(repo, "main", e.layout), Limits: policies.Limits{ClusterName: "local", MaxNodesPerPlan: 10},
+		LastFinished: LastFinished(store)}
 	if reval != nil {
 		rv = reval(rv)
 	}

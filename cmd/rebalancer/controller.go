@@ -115,7 +115,7 @@ func runController(ctx context.Context, cmd *cobra.Command, cf controllerFlags) 
 	store := gitops.NewStatusStore(repo, gitops.StoreOptions{Layout: layout, WatchedBranch: cf.rf.branch, StatusBranch: cf.rf.statusBranch})
 	reval := &executor.ClusterRevalidator{Client: client, Provider: provider, Policies: reconciler.WatchedPolicies(repo, cf.rf.branch, layout),
 		Limits: policies.Limits{ClusterName: cf.clusterName, MaxNodesPerPlan: cf.maxNodesPerPlan, MaxConcurrentPlans: cf.maxConcurrentPlans,
-			AllowedNodeGroups: cf.allowedNodeGroups}}
+			AllowedNodeGroups: cf.allowedNodeGroups}, LastFinished: reconciler.LastFinished(store)}
 	var rec *reconciler.Reconciler
 	exec := executor.New(client, provider, reval, executor.Options{Namespace: cf.namespace, Identity: identity},
 		executor.WithLogger(log), executor.WithProgress(func(p executor.Progress) { rec.ProgressFunc()(p) }))
