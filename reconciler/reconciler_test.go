@@ -16,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/record"
 
 	api "github.com/rebalancer-dev/rebalancer/api/v1alpha1"
 	"github.com/rebalancer-dev/rebalancer/cloud"
@@ -138,7 +139,7 @@ func (e *env) planFile(p *api.RebalancePlan) (string, string) {
 }
 
 // reconciler builds a controller with its own clone, as a separate replica would.
-func (e *env) reconciler(identity string, reval func(executor.Revalidator) executor.Revalidator) (*Reconciler, *gitops.Repo) {
+func (e *env) reconciler(identity string, reval func(executor.Revalidator) executor.Revalidator, opts ...Option) (*Reconciler, *gitops.Repo) {
 	repo, err := gitops.Open(e.ctx, gitops.Options{URL: e.srv.RepoURL(e.name), Auth: gitops.TokenAuth(e.srv.User, e.srv.Password),
 		Author: gitops.Identity{Name: "rebalancer[bot]", Email: "bot@example.com"}, Timeout: 10 * time.Second, Attempts: 2,
 		Backoff: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond})
@@ -156,7 +157,7 @@ func (e *env) reconciler(identity string, reval func(executor.Revalidator) execu
 	ex := executor.New(cluster.Client, e.provider, rv, executor.Options{Namespace: e.ns, StopConfigMap: "rebalancer", Identity: identity,
 		PollInterval: 100 * time.Millisecond, WaitRetry: 200 * time.Millisecond, VerifyTimeout: 30 * time.Second,
 		WaitReadyTimeout: 30 * time.Second, ProvisionTimeout: 15 * time.Second}, executor.WithLogger(log), executor.WithProgress(progress))
-	r = New(repo, store, ex, rv, Options{ClusterName: "local", Namespace: e.ns}, WithLogger(log))
+	r = New(repo, store, ex, rv, Options{ClusterName: "local", Namespace: e.ns}, append([]Option{WithLogger(log)}, opts...)...)
 	return r, repo
 }
 
@@ -344,10 +345,15 @@ func TestStatusPushRefusedPermanentlyStartsNothing(t *testing.T) {
 	e.merge(map[string]string{f: c})
 	e.srv.RefuseDirectPushes(t, e.name, "main")
 
-	r, _ := e.reconciler("a", nil)
+	events := record.NewFakeRecorder(10)
+	r, _ := e.reconciler("a", nil, WithEvents(events))
 	require.NoError(t, r.Pass(e.ctx))
 	assert.Zero(t, e.provider.provisions.Load())
 	assert.Nil(t, e.status(plan.Metadata.Name))
 	assert.Zero(t, e.records(), "the unused claim is given back")
+	require.Len(t, events.Events, 1)
+	ev := <-events.Events
+	assert.Contains(t, ev, "StatusPushRefused")
+	assert.Contains(t, ev, "Protected branch update failed", "the event gives the remote's reason")
 	assert.Empty(t, e.phases(plan.Metadata.Name), fmt.Sprintf("no status commit on %s", e.name))
 }

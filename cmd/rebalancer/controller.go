@@ -10,11 +10,15 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/client-go/tools/record"
 
 	"github.com/rebalancer-dev/rebalancer/executor"
 	"github.com/rebalancer-dev/rebalancer/gitops"
@@ -116,11 +120,15 @@ func runController(ctx context.Context, cmd *cobra.Command, cf controllerFlags) 
 	reval := &executor.ClusterRevalidator{Client: client, Provider: provider, Policies: reconciler.WatchedPolicies(repo, cf.rf.branch, layout),
 		Limits: policies.Limits{ClusterName: cf.clusterName, MaxNodesPerPlan: cf.maxNodesPerPlan, MaxConcurrentPlans: cf.maxConcurrentPlans,
 			AllowedNodeGroups: cf.allowedNodeGroups}, LastFinished: reconciler.LastFinished(store)}
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+	defer broadcaster.Shutdown()
+	events := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "rebalancer-controller", Host: identity})
 	var rec *reconciler.Reconciler
 	exec := executor.New(client, provider, reval, executor.Options{Namespace: cf.namespace, Identity: identity},
-		executor.WithLogger(log), executor.WithProgress(func(p executor.Progress) { rec.ProgressFunc()(p) }))
+		executor.WithLogger(log), executor.WithEvents(events), executor.WithProgress(func(p executor.Progress) { rec.ProgressFunc()(p) }))
 	rec = reconciler.New(repo, store, exec, reval, reconciler.Options{ClusterName: cf.clusterName,
-		MaxConcurrentPlans: cf.maxConcurrentPlans, Namespace: cf.namespace}, reconciler.WithLogger(log))
+		MaxConcurrentPlans: cf.maxConcurrentPlans, Namespace: cf.namespace}, reconciler.WithLogger(log), reconciler.WithEvents(events))
 
 	loop := func(ctx context.Context) error {
 		for {
