@@ -239,7 +239,10 @@ type auditEvent struct {
 		Namespace   string `json:"namespace"`
 		Name        string `json:"name"`
 	} `json:"objectRef"`
-	Stage string `json:"stage"`
+	Stage          string `json:"stage"`
+	ResponseStatus struct {
+		Code int `json:"code"`
+	} `json:"responseStatus"`
 }
 
 // audit returns the executor's requests in namespace ns from the API server's audit log.
