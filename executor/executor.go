@@ -101,6 +101,8 @@ type Executor struct {
 	metrics  *Metrics
 	events   record.EventRecorder
 	progress func(Progress)
+	cancel   func(plan string) api.Cancel
+	outbox   func(*Record)
 }
 
 // Option configures an Executor.
@@ -120,6 +122,16 @@ func WithEvents(r record.EventRecorder) Option { return func(e *Executor) { e.ev
 
 // WithProgress calls f after every step, for the one-line-per-step progress display.
 func WithProgress(f func(Progress)) Option { return func(e *Executor) { e.progress = f } }
+
+// SetCancelSource gives the executor what people asked of each plan in git
+// (spec.cancel; a deleted plan file reads as stop). f is called before every
+// step, so it must answer from memory. Set it before the first Run.
+func (e *Executor) SetCancelSource(f func(plan string) api.Cancel) { e.cancel = f }
+
+// SetOutboxHook registers f, called on the executor's goroutine after every save
+// of a record whose outbox holds entries, so the reconciler can push them while
+// the plan goes on. Set it before the first Run.
+func (e *Executor) SetOutboxHook(f func(*Record)) { e.outbox = f }
 
 // Progress is one finished step.
 type Progress struct {
@@ -178,6 +190,11 @@ func (e *Executor) Run(ctx context.Context, rec *Record) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		if acted, err := e.control(ctx, rec, log); err != nil {
+			return err
+		} else if acted {
+			continue
+		}
 		st := rec.State
 		switch st.Phase {
 		case api.PhaseRunning:
@@ -220,7 +237,13 @@ func fail(trigger api.RollbackTrigger, format string, args ...any) error {
 
 // save writes the record; a conflict ends this executor's work on the plan.
 func (e *Executor) save(ctx context.Context, rec *Record) error {
-	return e.records.Save(ctx, rec)
+	if err := e.records.Save(ctx, rec); err != nil {
+		return err
+	}
+	if e.outbox != nil && len(rec.State.Outbox) > 0 {
+		e.outbox(rec)
+	}
+	return nil
 }
 
 // enqueue appends the current status to the outbox. A progress entry replaces a

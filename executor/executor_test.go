@@ -221,7 +221,7 @@ func TestClusterHealthDegradationFreezes(t *testing.T) {
 	}
 }
 
-func TestStopSwitchFreezesBeforeTheNextBatch(t *testing.T) {
+func TestStopSwitchFreezesBeforeTheNextChange(t *testing.T) {
 	f := newFixture(t, "stop", 2, kwok.Faults{})
 	f.deploy("web", 2, 1, nil)
 	f.waitPods(2)
@@ -229,7 +229,7 @@ func TestStopSwitchFreezesBeforeTheNextBatch(t *testing.T) {
 		Name: f.opts.StopConfigMap}}, metav1.CreateOptions{})
 	require.NoError(t, err)
 	rec := f.run(f.plan(api.StrategyRolling, 1, time.Minute, f.old...), WithProgress(func(p Progress) {
-		if p.Action == api.ActionVerify {
+		if p.Action == api.ActionTerminate {
 			cm, err := f.admin.CoreV1().ConfigMaps("rebalancer-system").Get(context.Background(), f.opts.StopConfigMap, metav1.GetOptions{})
 			if err == nil {
 				cm.Annotations = map[string]string{StopAnnotation: "true"}
@@ -241,6 +241,17 @@ func TestStopSwitchFreezesBeforeTheNextBatch(t *testing.T) {
 	assert.Contains(t, rec.State.Message, "stop switch")
 	assert.True(t, rec.State.Pairs[0].Done)
 	assert.False(t, rec.State.Pairs[1].ProvisionAttempted, "nothing of the second batch happened")
+	assert.Equal(t, FrozenByStopSwitch, rec.State.FrozenBy)
+
+	// rebalancer resume: the plan goes on from where it froze and finishes.
+	cm, err := f.admin.CoreV1().ConfigMaps("rebalancer-system").Get(f.ctx, f.opts.StopConfigMap, metav1.GetOptions{})
+	require.NoError(t, err)
+	cm.Annotations = nil
+	_, err = f.admin.CoreV1().ConfigMaps("rebalancer-system").Update(f.ctx, cm, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	require.NoError(t, f.executor().Run(f.ctx, rec))
+	assert.Equal(t, api.PhaseSucceeded, rec.State.Phase, rec.State.Message)
+	assert.True(t, rec.State.Pairs[1].Done)
 }
 
 func TestClaimIsAtMostOnce(t *testing.T) {

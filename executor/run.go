@@ -91,12 +91,6 @@ func (e *Executor) batchNotStarted(st *State, batch int) bool {
 // returns true when the plan must not go on now (frozen, skipped work recorded, or
 // waiting).
 func (e *Executor) stopped(ctx context.Context, rec *Record, log *slog.Logger) (bool, error) {
-	if on, err := e.StopSwitchOn(ctx); err != nil {
-		return true, err
-	} else if on {
-		log.Warn("stop switch is on: freezing")
-		return true, e.finish(ctx, rec, api.PhaseFrozen, "frozen by the in-cluster stop switch ("+StopAnnotation+" on ConfigMap "+e.opts.Namespace+"/"+e.opts.StopConfigMap+")")
-	}
 	if e.reval == nil {
 		return false, nil
 	}

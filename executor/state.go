@@ -26,6 +26,11 @@ type State struct {
 	// current batch's drains; Verify compares against it.
 	Baseline map[string]int `json:"baseline,omitempty"`
 	Message  string         `json:"message,omitempty"`
+	// FrozenBy says what froze a Frozen plan, and so what lets it go on: the stop
+	// switch (cleared by rebalancer resume) or spec.cancel: stop (removed from the
+	// plan). A plan frozen by a health incident or a failed re-validation stays
+	// frozen until a person rolls it back or removes its record.
+	FrozenBy string `json:"frozenBy,omitempty"`
 	// Outbox holds status transitions not yet in git, oldest first. The reconciler
 	// pushes and acknowledges them; phase changes are never coalesced.
 	Outbox []Transition `json:"outbox,omitempty"`

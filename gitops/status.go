@@ -192,6 +192,9 @@ func (s *GitStatusStore) Layout() Layout { return s.o.Layout }
 // StatusBranch is the branch status commits go to.
 func (s *GitStatusStore) StatusBranch() string { return s.o.StatusBranch }
 
+// WatchedBranch is the branch plans and policies are read from.
+func (s *GitStatusStore) WatchedBranch() string { return s.o.WatchedBranch }
+
 // Status implements StatusStore.
 func (s *GitStatusStore) Status(_ context.Context, planID string) (*api.RebalanceStatus, error) {
 	tip, err := s.statusTip()

@@ -20,8 +20,8 @@ func TestWaitingIsCommittedOncePerCause(t *testing.T) {
 	e.merge(map[string]string{f: c, e.layout.PoliciesDir() + "/paused.yaml": gittest.Policy("paused") + "  paused: true\n"})
 
 	r, _ := e.reconciler("a", nil)
-	require.NoError(t, r.Pass(e.ctx))
-	require.NoError(t, r.Pass(e.ctx))
+	require.NoError(t, r.PassAndWait(e.ctx))
+	require.NoError(t, r.PassAndWait(e.ctx))
 	assert.Equal(t, []string{"Waiting"}, e.phases(plan.Metadata.Name), "one Waiting commit for two passes")
 	st := e.status(plan.Metadata.Name)
 	require.NotNil(t, st)
@@ -31,7 +31,7 @@ func TestWaitingIsCommittedOncePerCause(t *testing.T) {
 
 	// Un-pausing on main lets the next pass run it.
 	e.merge(map[string]string{e.layout.PoliciesDir() + "/paused.yaml": gittest.Policy("paused")})
-	require.NoError(t, r.Pass(e.ctx))
+	require.NoError(t, r.PassAndWait(e.ctx))
 	phases := e.phases(plan.Metadata.Name)
 	require.Len(t, phases, 3, "%v", phases)
 	assert.Equal(t, []string{"Waiting", "Running", "Succeeded"}, phases)
@@ -50,7 +50,7 @@ func TestExpiredPlanNeverStarts(t *testing.T) {
 	e.merge(map[string]string{f: c})
 
 	r, _ := e.reconciler("a", nil)
-	require.NoError(t, r.Pass(e.ctx))
+	require.NoError(t, r.PassAndWait(e.ctx))
 	st := e.status(plan.Metadata.Name)
 	require.NotNil(t, st)
 	assert.Equal(t, api.PhaseExpired, st.Status.Phase)
@@ -69,7 +69,7 @@ func TestOneRunningPlanPerNodeGroupOldestFirstThenCooldown(t *testing.T) {
 	e.merge(map[string]string{f2: c2})
 
 	r, _ := e.reconciler("a", nil)
-	require.NoError(t, r.Pass(e.ctx))
+	require.NoError(t, r.PassAndWait(e.ctx))
 	st := e.status(first.Metadata.Name)
 	require.NotNil(t, st)
 	assert.Equal(t, api.PhaseSucceeded, st.Status.Phase, st.Status.Message)
@@ -78,7 +78,7 @@ func TestOneRunningPlanPerNodeGroupOldestFirstThenCooldown(t *testing.T) {
 
 	// The next pass finds the group cooling down (cooldownPeriod 1h from the
 	// first plan's finishedAt in git): the later plan waits and changes nothing.
-	require.NoError(t, r.Pass(e.ctx))
+	require.NoError(t, r.PassAndWait(e.ctx))
 	st = e.status(second.Metadata.Name)
 	require.NotNil(t, st)
 	assert.Equal(t, api.PhaseWaiting, st.Status.Phase)

@@ -157,7 +157,7 @@ func (e *env) reconciler(identity string, reval func(executor.Revalidator) execu
 	ex := executor.New(cluster.Client, e.provider, rv, executor.Options{Namespace: e.ns, StopConfigMap: "rebalancer", Identity: identity,
 		PollInterval: 100 * time.Millisecond, WaitRetry: 200 * time.Millisecond, VerifyTimeout: 30 * time.Second,
 		WaitReadyTimeout: 30 * time.Second, ProvisionTimeout: 15 * time.Second}, executor.WithLogger(log), executor.WithProgress(progress))
-	r = New(repo, store, ex, rv, Options{ClusterName: "local", Namespace: e.ns}, append([]Option{WithLogger(log)}, opts...)...)
+	r = New(repo, store, ex, rv, Options{ClusterName: "local", ClusterUID: "uid-local", Namespace: e.ns, PushRetry: 50 * time.Millisecond, MaxPushRetry: 500 * time.Millisecond}, append([]Option{WithLogger(log)}, opts...)...)
 	return r, repo
 }
 
@@ -200,7 +200,7 @@ func TestMergedPlanRunsWithStatusCommitsInOrder(t *testing.T) {
 	e.merge(map[string]string{f: c})
 
 	r, _ := e.reconciler("a", nil)
-	require.NoError(t, r.Pass(e.ctx))
+	require.NoError(t, r.PassAndWait(e.ctx))
 
 	require.NotNil(t, atFirstChange, "the Running status was in git before the first provision")
 	assert.Equal(t, api.PhaseRunning, atFirstChange.Status.Phase)
@@ -215,7 +215,7 @@ func TestMergedPlanRunsWithStatusCommitsInOrder(t *testing.T) {
 	assert.Zero(t, e.records(), "the record is removed once the final status is in git")
 
 	// A second pass finds nothing to do: a terminal plan never runs again.
-	require.NoError(t, r.Pass(e.ctx))
+	require.NoError(t, r.PassAndWait(e.ctx))
 	assert.Equal(t, int32(1), e.provider.provisions.Load())
 	assert.Equal(t, phases, e.phases(plan.Metadata.Name))
 }
@@ -231,7 +231,7 @@ func TestPlanOnPullRequestBranchNeverRuns(t *testing.T) {
 	e.work.Push("rebalancer/local/prbranch")
 
 	r, _ := e.reconciler("a", nil)
-	require.NoError(t, r.Pass(e.ctx))
+	require.NoError(t, r.PassAndWait(e.ctx))
 	assert.Nil(t, e.status(plan.Metadata.Name))
 	assert.Zero(t, e.provider.provisions.Load())
 	assert.Zero(t, e.records())
@@ -249,7 +249,7 @@ func TestPlanForAnotherClusterAndInvalidPlanAreRejected(t *testing.T) {
 		e.layout.PlanFile(badID): "apiVersion: rebalancer.dev/v1alpha1\nkind: RebalancePlan\nmetadata:\n  name: " + badID + "\nspec:\n  cluster: local\n  bogus: 1\n"})
 
 	r, _ := e.reconciler("a", nil)
-	require.NoError(t, r.Pass(e.ctx))
+	require.NoError(t, r.PassAndWait(e.ctx))
 
 	st := e.status(other.Metadata.Name)
 	require.NotNil(t, st)
@@ -279,7 +279,7 @@ func TestSamePlanSeenByTwoPassesRunsOnce(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
 	for i, r := range []*Reconciler{r1, r2} {
-		wg.Go(func() { errs[i] = r.Pass(e.ctx) })
+		wg.Go(func() { errs[i] = r.PassAndWait(e.ctx) })
 	}
 	wg.Wait()
 	require.NoError(t, errs[0])
@@ -318,7 +318,7 @@ func TestRemoteUnreachableBeforeRunningLandsStartsNothing(t *testing.T) {
 		}}
 	})
 	broken.Store(true)
-	require.NoError(t, r.Pass(e.ctx))
+	require.NoError(t, r.PassAndWait(e.ctx))
 	assert.Zero(t, e.provider.provisions.Load(), "nothing starts before the Running status is in git")
 	e.srv.FailNext(0, 0)
 	assert.Nil(t, e.status(plan.Metadata.Name))
@@ -328,7 +328,7 @@ func TestRemoteUnreachableBeforeRunningLandsStartsNothing(t *testing.T) {
 	assert.Equal(t, api.PhaseRunning, rec.State.Outbox[0].Status.Phase)
 
 	broken.Store(false)
-	require.NoError(t, r.Pass(e.ctx))
+	require.NoError(t, r.PassAndWait(e.ctx))
 	phases := e.phases(plan.Metadata.Name)
 	require.NotEmpty(t, phases)
 	assert.Equal(t, "Running", phases[0])
@@ -347,7 +347,7 @@ func TestStatusPushRefusedPermanentlyStartsNothing(t *testing.T) {
 
 	events := record.NewFakeRecorder(10)
 	r, _ := e.reconciler("a", nil, WithEvents(events))
-	require.NoError(t, r.Pass(e.ctx))
+	require.NoError(t, r.PassAndWait(e.ctx))
 	assert.Zero(t, e.provider.provisions.Load())
 	assert.Nil(t, e.status(plan.Metadata.Name))
 	assert.Zero(t, e.records(), "the unused claim is given back")

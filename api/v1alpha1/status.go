@@ -65,6 +65,9 @@ type PlanStatus struct {
 	Rollback               *Rollback    `json:"rollback,omitempty"`
 	RealizedMonthlySavings float64      `json:"realizedMonthlySavings,omitempty"`
 	Message                string       `json:"message,omitempty"`
+	// Warnings are things people did that the reconciler ignored, such as an edit
+	// of a plan after it started.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // StepPhase is where one step stands.
