@@ -24,7 +24,11 @@ const (
 // NewStandard starts a server holding the standard account: two datacenters
 // (one inactive), two categories, three plans, and the managed cluster Cluster
 // with a node group "workers" of PlanOld holding oldNodes nodes.
-func NewStandard(oldNodes int) *Server {
+func NewStandard(oldNodes int) *Server { return NewStandardCluster("demo", oldNodes) }
+
+// NewStandardCluster is NewStandard with the cluster's name, which starts its
+// nodes' hostnames (tests sharing one Kubernetes cluster need distinct ones).
+func NewStandardCluster(name string, oldNodes int) *Server {
 	s := New()
 	s.AddDatacenter(Datacenter{Identifier: DC, DcName: DCName, State: "FRA", Country: "DE", IsActive: 1})
 	s.AddDatacenter(Datacenter{Identifier: InactiveDC, DcName: "Retired", State: "AMS", Country: "NL", IsActive: 0})
@@ -33,7 +37,7 @@ func NewStandard(oldNodes int) *Server {
 	s.AddPlan(Plan{Identifier: PlanSmall, Nickname: OfferingSmall, CPU: 2, RAM: 4096, SSD: 80, Traffic: 2000, Price: PriceSmall, Category: "cat-std", Datacenters: []string{DC, InactiveDC}})
 	s.AddPlan(Plan{Identifier: PlanOld, Nickname: OfferingOld, CPU: 4, RAM: 8192, SSD: 160, Traffic: 4000, Price: PriceOld, Category: "cat-std", Datacenters: []string{DC, InactiveDC}})
 	s.AddPlan(Plan{Identifier: PlanNew, Nickname: OfferingNew, CPU: 4, RAM: 8192, SSD: 160, Traffic: 4000, Price: PriceNew, Category: "cat-cpu", Datacenters: []string{DC}})
-	s.AddCluster(Cluster, "demo", DC)
+	s.AddCluster(Cluster, name, DC)
 	g := s.AddGroup(Cluster, "workers", PlanOld)
 	for range oldNodes {
 		s.AddNode(Cluster, g)
