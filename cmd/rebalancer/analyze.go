@@ -52,11 +52,13 @@ func (k *kubeFlags) client() (kubernetes.Interface, string, error) {
 // providerFlags choose the cloud provider.
 type providerFlags struct {
 	provider, catalog string
+	vpsie             vpsieFlags
 }
 
 func (p *providerFlags) register(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&p.provider, "provider", "kwok", "cloud provider: kwok")
+	cmd.Flags().StringVar(&p.provider, "provider", "kwok", "cloud provider: kwok or vpsie")
 	cmd.Flags().StringVar(&p.catalog, "catalog", "", "offerings catalog file (kwok provider)")
+	p.vpsie.register(cmd.Flags())
 }
 
 func (p *providerFlags) build(client kubernetes.Interface) (cloud.Provider, error) {
@@ -70,8 +72,14 @@ func (p *providerFlags) build(client kubernetes.Interface) (cloud.Provider, erro
 			return nil, &exitError{code: 1, err: err}
 		}
 		return kwok.New(client, offerings), nil
+	case "vpsie":
+		vp, err := p.vpsie.provider(true)
+		if err != nil {
+			return nil, err
+		}
+		return vp, nil
 	}
-	return nil, usageError("--provider %q: supported providers are kwok", p.provider)
+	return nil, usageError("--provider %q: supported providers are kwok and vpsie", p.provider)
 }
 
 func newAnalyzeCommand() *cobra.Command {
