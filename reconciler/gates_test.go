@@ -22,7 +22,7 @@ func TestWaitingIsCommittedOncePerCause(t *testing.T) {
 	r, _ := e.reconciler("a", nil)
 	require.NoError(t, r.PassAndWait(e.ctx))
 	require.NoError(t, r.PassAndWait(e.ctx))
-	assert.Equal(t, []string{"Waiting"}, e.phases(plan.Metadata.Name), "one Waiting commit for two passes")
+	assert.Equal(t, []string{"Pending", "Waiting"}, e.phases(plan.Metadata.Name), "one Waiting commit for two passes")
 	st := e.status(plan.Metadata.Name)
 	require.NotNil(t, st)
 	assert.Contains(t, st.Status.WaitingFor, "paused")
@@ -33,8 +33,7 @@ func TestWaitingIsCommittedOncePerCause(t *testing.T) {
 	e.merge(map[string]string{e.layout.PoliciesDir() + "/paused.yaml": gittest.Policy("paused")})
 	require.NoError(t, r.PassAndWait(e.ctx))
 	phases := e.phases(plan.Metadata.Name)
-	require.Len(t, phases, 3, "%v", phases)
-	assert.Equal(t, []string{"Waiting", "Running", "Succeeded"}, phases)
+	assert.Equal(t, []string{"Pending", "Waiting", "Running", "Succeeded"}, phases)
 }
 
 func TestExpiredPlanNeverStarts(t *testing.T) {
@@ -73,7 +72,8 @@ func TestOneRunningPlanPerNodeGroupOldestFirstThenCooldown(t *testing.T) {
 	st := e.status(first.Metadata.Name)
 	require.NotNil(t, st)
 	assert.Equal(t, api.PhaseSucceeded, st.Status.Phase, st.Status.Message)
-	assert.Nil(t, e.status(second.Metadata.Name), "the group had a running plan: the later one waits for the next pass")
+	require.NotNil(t, e.status(second.Metadata.Name))
+	assert.Equal(t, api.PhasePending, e.status(second.Metadata.Name).Status.Phase, "the group had a running plan: the later one waits for the next pass")
 	assert.Equal(t, int32(1), e.provider.provisions.Load())
 
 	// The next pass finds the group cooling down (cooldownPeriod 1h from the

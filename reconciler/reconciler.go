@@ -382,11 +382,20 @@ func (r *Reconciler) startNew(ctx context.Context, ix *gitops.PlanIndex, recs []
 			active++ // a frozen plan holds its group, not the cluster
 		}
 	}
+	switchOn, err := r.exec.StopSwitchOn(ctx)
+	if err != nil {
+		r.log.Error("reading the stop switch: no plan starts this pass", "error", err)
+		return
+	}
 	for _, p := range ix.Plans {
 		if p.Finished() || claimed[p.ID] {
 			continue
 		}
 		log := r.log.With("plan", p.ID)
+		if switchOn {
+			log.Info("the in-cluster stop switch is on: no plan starts")
+			continue
+		}
 		if p.Plan == nil {
 			r.finishEarly(ctx, p, nil, api.PhaseRejected, fmt.Sprintf("the plan file %s does not validate: %v", p.File, p.Err), log)
 			continue
@@ -410,6 +419,15 @@ func (r *Reconciler) startNew(ctx context.Context, ix *gitops.PlanIndex, recs []
 		if !now.Before(p.Plan.Spec.NotAfter.Time) {
 			r.finishEarly(ctx, p, p.Plan, api.PhaseExpired, fmt.Sprintf("notAfter %s passed before the plan could start", p.Plan.Spec.NotAfter.Format(time.RFC3339)), log)
 			continue
+		}
+		if p.Status == nil {
+			// Seen for the first time: the audit log says so before anything else.
+			st := r.baseStatus(p, p.Plan, api.PhasePending)
+			st.Status.Message = "merged in " + short(p.Origin.LastChanged.String()) + "; re-validated before it starts"
+			if _, err := r.store.Append(ctx, st); err != nil {
+				r.pushFailed(p.ID, api.PhasePending, err, log)
+				continue
+			}
 		}
 		if busyGroups[groupKey(p.Plan)] {
 			log.Info("node group has a running plan: later")
@@ -470,8 +488,7 @@ func (r *Reconciler) finishEarly(ctx context.Context, p *gitops.PlanRecord, plan
 	st.Status.FinishedAt = api.NewTime(r.clock.Now().UTC().Truncate(time.Second))
 	st.Status.Message = msg
 	if _, err := r.store.Append(ctx, st); err != nil {
-		r.metrics.gitErrors.WithLabelValues("push").Inc()
-		log.Error("committing the status", "phase", phase, "error", err)
+		r.pushFailed(p.ID, phase, err, log)
 		return
 	}
 	log.Warn("plan will not run", "phase", phase, "reason", msg)
@@ -489,8 +506,7 @@ func (r *Reconciler) wait(ctx context.Context, p *gitops.PlanRecord, d policies.
 		st.Status.NextAttempt = api.NewTime(d.WaitUntil)
 	}
 	if _, err := r.store.Append(ctx, st); err != nil {
-		r.metrics.gitErrors.WithLabelValues("push").Inc()
-		log.Error("committing the Waiting status", "error", err)
+		r.pushFailed(p.ID, api.PhaseWaiting, err, log)
 		return
 	}
 	log.Info("plan waits", "reason", why)
@@ -505,6 +521,18 @@ func (r *Reconciler) baseStatus(p *gitops.PlanRecord, plan *api.RebalancePlan, p
 		st.Status.PlanDigest = plan.Spec.ContentDigest
 	}
 	return st
+}
+
+// pushFailed reports a status commit of a plan not started that did not land: the
+// plan stays where it is until a later pass lands it. A refusal (branch
+// protection, credentials) gets an Event with the remote's reason.
+func (r *Reconciler) pushFailed(id string, phase api.Phase, err error, log *slog.Logger) {
+	r.metrics.gitErrors.WithLabelValues("push").Inc()
+	log.Error("committing the status failed: the plan does not move until it lands", "phase", phase, "error", err)
+	if errors.Is(err, gitops.ErrPushRefused) || errors.Is(err, gitops.ErrAuth) {
+		r.events.Event(&corev1.ObjectReference{Kind: "Namespace", APIVersion: "v1", Name: r.opts.Namespace}, corev1.EventTypeWarning, "StatusPushRefused",
+			fmt.Sprintf("plan %s: the status branch %s refused the %s status commit: %v", id, r.store.StatusBranch(), phase, err))
+	}
 }
 
 func (r *Reconciler) event(rec *executor.Record, kind, reason, msg string) {
