@@ -9,9 +9,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -83,7 +85,7 @@ func newEnv(t *testing.T, prefix string, oldNodes int) *env {
 		e.oldIDs = append(e.oldIDs, vm.Identifier)
 	}
 	// Nodes the server adds join bare, as VPSie's would.
-	s.OnNodeAdded = func(vm vpsietest.VM) { e.join(vm, nil, nil) }
+	s.OnNodeAdded(func(vm vpsietest.VM) { e.join(vm, nil, nil) })
 	return e
 }
 
@@ -189,6 +191,17 @@ func TestRollingPlanThroughVPSie(t *testing.T) {
 	e := newEnv(t, "vpsie-rolling", 2)
 	e.workload(2)
 	e.server.Inject(vpsietest.RouteAddNode, vpsietest.Fault{LoseResponse: true})
+	// Mid-run, once the first replacement has joined: every token expires, and the
+	// API answers a 429 and a burst of 5xx.
+	var once sync.Once
+	e.server.OnNodeAdded(func(vm vpsietest.VM) {
+		e.join(vm, nil, nil)
+		once.Do(func() {
+			e.server.ExpireTokens()
+			e.server.Inject(vpsietest.RouteCluster, vpsietest.Fault{Status: http.StatusTooManyRequests, RetryAfter: "0"})
+			e.server.Inject(vpsietest.RouteNodeGroups, vpsietest.Fault{Status: http.StatusBadGateway}, vpsietest.Fault{Status: http.StatusServiceUnavailable})
+		})
+	})
 
 	rec := e.run(e.plan(api.StrategyRolling), 20*time.Second)
 	require.Equal(t, api.PhaseSucceeded, rec.State.Phase, rec.State.Message)
@@ -227,6 +240,8 @@ func TestRollingPlanThroughVPSie(t *testing.T) {
 	}
 	assert.ElementsMatch(t, newIDs, recorded, "each candidate's replacement is a distinct new VM")
 	assert.Equal(t, 2, e.server.Calls(vpsietest.RouteDeleteNode))
+	assert.Equal(t, 2, e.server.Calls(vpsietest.RouteAuth), "one token, then one refresh after the mid-run expiry")
+	assert.Contains(t, e.server.Log(), vpsietest.RouteNodeGroups+" -> 503", "the 5xx burst was met")
 }
 
 // The add-node call succeeds but the node never appears: the executor waits its

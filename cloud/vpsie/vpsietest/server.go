@@ -126,9 +126,6 @@ type Server struct {
 	TokenTTL time.Duration
 	// Clock dates tokens; the tests share it with the client.
 	Clock clock.PassiveClock
-	// OnNodeAdded, when set, is called (on its own goroutine) after a node is
-	// added, as VPSie would boot the VM and it would join the cluster.
-	OnNodeAdded func(VM)
 
 	mu          sync.Mutex
 	tokens      map[string]time.Time
@@ -145,6 +142,7 @@ type Server struct {
 	calls       map[string]int
 	log         []string
 	hooks       sync.WaitGroup
+	onNodeAdded func(VM)
 }
 
 // New starts a server with no data; the test adds datacenters, plans and clusters.
@@ -171,10 +169,18 @@ func New() *Server {
 	return s
 }
 
-// Close waits for OnNodeAdded hooks and stops the server.
+// Close waits for the OnNodeAdded hooks and stops the server.
 func (s *Server) Close() {
 	s.hooks.Wait()
 	s.Server.Close()
+}
+
+// OnNodeAdded sets a function called (on its own goroutine) after each node the
+// API adds, as VPSie would boot the VM and it would join the cluster.
+func (s *Server) OnNodeAdded(f func(VM)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onNodeAdded = f
 }
 
 // AddToken makes token valid forever (a token given directly).
@@ -603,7 +609,7 @@ func (s *Server) addNode(_ http.ResponseWriter, r *http.Request) (any, int) {
 		return notFound("node group")
 	}
 	v := *s.addNodeLocked(c, g)
-	hook := s.OnNodeAdded
+	hook := s.onNodeAdded
 	if hook != nil {
 		s.hooks.Add(1)
 	}
