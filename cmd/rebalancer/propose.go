@@ -174,15 +174,6 @@ Secrets come from files or the environment: --git-token-file or $REBALANCER_GIT_
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-			if forgeName == "" {
-				forgeName = "git"
-				if strings.Contains(rf.url, "github.com") || rf.githubURL != "" {
-					forgeName = "github"
-				}
-			}
-			if forgeName != "git" && forgeName != "github" {
-				return usageError("--forge %q: use git or github", forgeName)
-			}
 			if msgs := validation.IsDNS1123Label(clusterName); len(msgs) > 0 {
 				return usageError("--cluster-name %q: %s", clusterName, strings.Join(msgs, "; "))
 			}
@@ -194,13 +185,9 @@ Secrets come from files or the environment: --git-token-file or $REBALANCER_GIT_
 			if err != nil {
 				return err
 			}
-			var f forge.Forge
-			if forgeName == "github" {
-				if f, err = githubForge(rf, app, ghTokenFile, repo, log); err != nil {
-					return err
-				}
-			} else {
-				f = forge.NewGit(repo, rf.branch, log)
+			f, err := buildForge(forgeName, rf, app, ghTokenFile, repo, log)
+			if err != nil {
+				return err
 			}
 			return runPropose(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), proposeInput{repo: repo, forge: f, rf: rf, kf: kf, pf: pf,
 				cluster: clusterName, maxNodes: maxNodes, log: log})
@@ -214,6 +201,24 @@ Secrets come from files or the environment: --git-token-file or $REBALANCER_GIT_
 	cmd.Flags().StringVar(&forgeName, "forge", "", "where proposals go: github (pull requests) or git (branches only); default github for github.com URLs")
 	cmd.Flags().StringVar(&ghTokenFile, "github-token-file", "", "file holding a GitHub token for the API (default: $GITHUB_TOKEN, then the git token)")
 	return cmd
+}
+
+// buildForge returns where proposals go: "github" (pull requests), "git"
+// (branches only), or "" to choose github for github.com URLs.
+func buildForge(name string, rf repoFlags, app *forge.AppTokenSource, ghTokenFile string, repo *gitops.Repo, log *slog.Logger) (forge.Forge, error) {
+	if name == "" {
+		name = "git"
+		if strings.Contains(rf.url, "github.com") || rf.githubURL != "" {
+			name = "github"
+		}
+	}
+	switch name {
+	case "github":
+		return githubForge(rf, app, ghTokenFile, repo, log)
+	case "git":
+		return forge.NewGit(repo, rf.branch, log), nil
+	}
+	return nil, usageError("--forge %q: use git or github", name)
 }
 
 func githubForge(rf repoFlags, app *forge.AppTokenSource, tokenFile string, repo *gitops.Repo, log *slog.Logger) (forge.Forge, error) {
@@ -261,6 +266,8 @@ type proposeInput struct {
 	cluster  string
 	maxNodes int
 	log      *slog.Logger
+	// onAnalysis, when set, sees every analysis (the controller's blocked-nodes metric).
+	onAnalysis func(*planner.Analysis)
 }
 
 func runPropose(ctx context.Context, stdout, stderr io.Writer, in proposeInput) error {
@@ -298,6 +305,9 @@ func runPropose(ctx context.Context, stdout, stderr io.Writer, in proposeInput) 
 	a, err := analyze(ctx, client, host, provider, ps, historyFromIndex(ix, in.cluster), in.cluster, in.maxNodes)
 	if err != nil {
 		return &exitError{code: 1, err: err}
+	}
+	if in.onAnalysis != nil {
+		in.onAnalysis(a)
 	}
 	groups := proposalGroups(a, ix, in.cluster, layout, statusBranch)
 	p := propose.New(propose.Options{Repo: in.repo, Forge: in.forge, Layout: layout, Base: in.rf.branch, Cluster: in.cluster, Logger: in.log})

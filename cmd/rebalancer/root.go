@@ -20,7 +20,8 @@ the plan is merged executes it make-before-break, writing its status back to git
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(newVersionCommand(), newValidateCommand(), newAnalyzeCommand(), newProposeCommand(), newControllerCommand(),
-		newStatusCommand(), newHistoryCommand(), newOfferingsCommand())
+		newStatusCommand(), newHistoryCommand(), newStopCommand(), newResumeCommand(),
+		newOfferingsCommand())
 	return root
 }
 
