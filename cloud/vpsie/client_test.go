@@ -390,6 +390,28 @@ func TestLoadCredentials(t *testing.T) {
 	assert.True(t, errors.Is(err, os.ErrNotExist))
 }
 
+func TestVMs(t *testing.T) {
+	s := server(t, 2)
+	c := client(t, s, creds(s))
+	vms, err := c.VMs(t.Context())
+	require.NoError(t, err)
+	require.Len(t, vms, 2)
+	for i, want := range s.Nodes(vpsietest.Cluster) {
+		assert.Equal(t, want.Identifier, vms[i].Identifier)
+		assert.Equal(t, want.Hostname, vms[i].Hostname)
+		assert.Equal(t, vpsietest.PlanOld, vms[i].BoxsizeID)
+		assert.Equal(t, vpsietest.DC, vms[i].DcIdentifier)
+		assert.Equal(t, int64(8192), vms[i].RAMMB)
+		assert.False(t, vms[i].CreatedOn.IsZero())
+		one, err := c.VM(t.Context(), want.Identifier)
+		require.NoError(t, err)
+		assert.Equal(t, vms[i], *one)
+	}
+	_, err = c.VM(t.Context(), "vm-none")
+	assert.ErrorIs(t, err, cloud.ErrNotFound)
+	assert.Contains(t, err.Error(), "GET /api/v2/vm/vm-none")
+}
+
 func TestNewClientValidates(t *testing.T) {
 	_, err := vpsie.NewClient("ftp://x", vpsie.Credentials{Token: "t"})
 	assert.ErrorContains(t, err, "http(s)://host")
