@@ -242,7 +242,7 @@ func (c *Client) do(ctx context.Context, req request, out any) error {
 	refreshed := false
 	var last error
 	for attempt := 1; ; attempt++ {
-		err := c.once(ctx, req, out)
+		used, err := c.once(ctx, req, out)
 		if err == nil {
 			return nil
 		}
@@ -254,7 +254,9 @@ func (c *Client) do(ctx context.Context, req request, out any) error {
 			// the call again. It does not count as an attempt.
 			refreshed = true
 			attempt--
-			if rerr := c.refresh(ctx, c.currentToken()); rerr != nil {
+			// ORDER: the token this request used is the stale one, not the current
+			// one: another caller may have refreshed already.
+			if rerr := c.refresh(ctx, used); rerr != nil {
 				return fmt.Errorf("vpsie %s: the token was refused and refreshing it failed: %w", req.name(), rerr)
 			}
 			continue
@@ -329,16 +331,15 @@ func isTransient(err error) bool {
 	return errors.As(err, &te)
 }
 
-// once makes one HTTP request.
-func (c *Client) once(ctx context.Context, req request, out any) error {
+// once makes one HTTP request and returns the token it sent.
+func (c *Client) once(ctx context.Context, req request, out any) (token string, _ error) {
 	if err := c.wait(ctx); err != nil {
-		return fmt.Errorf("vpsie %s: waiting for the client-side rate limit: %w", req.name(), err)
+		return token, fmt.Errorf("vpsie %s: waiting for the client-side rate limit: %w", req.name(), err)
 	}
-	var token string
 	if !req.noAuth {
 		var err error
 		if token, err = c.validToken(ctx); err != nil {
-			return fmt.Errorf("vpsie %s: %w", req.name(), err)
+			return "", fmt.Errorf("vpsie %s: %w", req.name(), err)
 		}
 	}
 	callCtx, cancel := context.WithTimeout(ctx, c.callTimeout)
@@ -352,7 +353,7 @@ func (c *Client) once(ctx context.Context, req request, out any) error {
 	case req.json != nil:
 		b, err := json.Marshal(req.json)
 		if err != nil {
-			return fmt.Errorf("vpsie %s: encoding the request: %w", req.name(), err)
+			return token, fmt.Errorf("vpsie %s: encoding the request: %w", req.name(), err)
 		}
 		body, contentType = bytes.NewReader(b), "application/json"
 	case req.form != nil:
@@ -360,7 +361,7 @@ func (c *Client) once(ctx context.Context, req request, out any) error {
 	}
 	hreq, err := http.NewRequestWithContext(callCtx, req.method, u.String(), body)
 	if err != nil {
-		return fmt.Errorf("vpsie %s: %w", req.name(), err)
+		return token, fmt.Errorf("vpsie %s: %w", req.name(), err)
 	}
 	hreq.Header.Set("Accept", "application/json")
 	if contentType != "" {
@@ -377,17 +378,17 @@ func (c *Client) once(ctx context.Context, req request, out any) error {
 			err = ue.Err
 		}
 		if ctx.Err() != nil {
-			return fmt.Errorf("vpsie %s: %w: %w", req.name(), ErrAmbiguous, ctx.Err()) // the caller gave up
+			return token, fmt.Errorf("vpsie %s: %w: %w", req.name(), ErrAmbiguous, ctx.Err()) // the caller gave up
 		}
 		if errors.Is(err, context.DeadlineExceeded) {
 			err = fmt.Errorf("no answer within the call's deadline of %s: %w", c.callTimeout, err)
 		}
-		return &transientError{err: fmt.Errorf("vpsie %s: %w: %w", req.name(), ErrAmbiguous, err)}
+		return token, &transientError{err: fmt.Errorf("vpsie %s: %w: %w", req.name(), ErrAmbiguous, err)}
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
 	if err != nil {
-		return &transientError{err: fmt.Errorf("vpsie %s: reading the answer (HTTP %d): %w: %w", req.name(), resp.StatusCode, ErrAmbiguous, err)}
+		return token, &transientError{err: fmt.Errorf("vpsie %s: reading the answer (HTTP %d): %w: %w", req.name(), resp.StatusCode, ErrAmbiguous, err)}
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		ae := &APIError{Method: req.method, Path: req.path, Status: resp.StatusCode}
@@ -397,25 +398,25 @@ func (c *Client) once(ctx context.Context, req request, out any) error {
 		}
 		switch {
 		case resp.StatusCode == http.StatusTooManyRequests:
-			return &transientError{err: ae, retryAfter: retryAfter(resp.Header.Get("Retry-After"), c.clock.Now()), rejected: true}
+			return token, &transientError{err: ae, retryAfter: retryAfter(resp.Header.Get("Retry-After"), c.clock.Now()), rejected: true}
 		case resp.StatusCode >= 500:
-			return &transientError{err: fmt.Errorf("%w (%w)", ae, ErrAmbiguous), retryAfter: retryAfter(resp.Header.Get("Retry-After"), c.clock.Now())}
+			return token, &transientError{err: fmt.Errorf("%w (%w)", ae, ErrAmbiguous), retryAfter: retryAfter(resp.Header.Get("Retry-After"), c.clock.Now())}
 		}
-		return ae
+		return token, ae
 	}
 	var env envelope
 	if err := json.Unmarshal(data, &env); err != nil {
-		return fmt.Errorf("vpsie %s: the answer (HTTP %d, %d bytes) is not the JSON expected: %w: %w", req.name(), resp.StatusCode, len(data), ErrAmbiguous, err)
+		return token, fmt.Errorf("vpsie %s: the answer (HTTP %d, %d bytes) is not the JSON expected: %w: %w", req.name(), resp.StatusCode, len(data), ErrAmbiguous, err)
 	}
 	if env.Error {
-		return &APIError{Method: req.method, Path: req.path, Status: resp.StatusCode, Code: int(env.Code), Message: env.Message}
+		return token, &APIError{Method: req.method, Path: req.path, Status: resp.StatusCode, Code: int(env.Code), Message: env.Message}
 	}
 	if out != nil {
 		if err := json.Unmarshal(data, out); err != nil {
-			return fmt.Errorf("vpsie %s: decoding the answer: %w: %w", req.name(), ErrAmbiguous, err)
+			return token, fmt.Errorf("vpsie %s: decoding the answer: %w: %w", req.name(), ErrAmbiguous, err)
 		}
 	}
-	return nil
+	return token, nil
 }
 
 // wait takes a token from the rate limiter, sleeping on the injected clock.

@@ -145,6 +145,26 @@ func TestExpiredTokenMidRunOneRefreshForConcurrentCallers(t *testing.T) {
 	assert.Equal(t, 2, s.Calls(vpsietest.RouteAuth), "exactly one refresh after the expiry")
 }
 
+// A request sent with the old token is refused after another caller already
+// refreshed: it uses the new token without refreshing again.
+func TestLateRefusalOfTheOldTokenDoesNotRefreshAgain(t *testing.T) {
+	s := server(t, 0)
+	c := client(t, s, creds(s))
+	_, err := c.PlanCategories(t.Context())
+	require.NoError(t, err)
+	s.Inject(vpsietest.RouteCategories, vpsietest.Fault{Delay: 500 * time.Millisecond})
+	late := make(chan error, 1)
+	go func() { _, err := c.PlanCategories(t.Context()); late <- err }()
+	require.Eventually(t, func() bool { return s.Calls(vpsietest.RouteCategories) == 2 }, 5*time.Second, time.Millisecond)
+	s.ExpireTokens()
+	_, err = c.Datacenters(t.Context()) // refused, refreshes, succeeds
+	require.NoError(t, err)
+	require.Equal(t, 2, s.Calls(vpsietest.RouteAuth))
+	require.NoError(t, <-late, "the held request is refused with the old token, then succeeds")
+	assert.Equal(t, 2, s.Calls(vpsietest.RouteAuth), "no second refresh for the late refusal")
+	assert.Contains(t, s.Log(), vpsietest.RouteCategories+" -> 401")
+}
+
 // stepper advances a fake clock while a call runs, so backoff and Retry-After
 // waits pass without sleeping; it returns how much fake time passed.
 func stepper(clk *clocktesting.FakeClock, call func()) time.Duration {

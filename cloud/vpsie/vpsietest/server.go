@@ -335,6 +335,8 @@ func (s *Server) serve(route string, w http.ResponseWriter, r *http.Request, h f
 			status = 0
 			return
 		}
+		// The token may have expired while the request waited.
+		authorized = route == RouteAuth || s.authorized(r.Header.Get("Vpsie-Auth"))
 	}
 	if !authorized {
 		status = http.StatusUnauthorized
