@@ -1,6 +1,7 @@
 package deploy_test
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"regexp"
@@ -11,6 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/rebalancer-dev/rebalancer/executor"
@@ -185,4 +188,40 @@ func TestArgoCDAndFluxExamplesKeepRebalancerFilesOut(t *testing.T) {
 		}
 	}
 	assert.Equal(t, []string{"/rebalancer/"}, patterns, "the .sourceignore ignores rebalancer/ at the root and nothing else")
+}
+
+// pendingFlags are flags the manifests use that the controller is still gaining
+// (the issue lists them); each is reported, not failed, until it lands. Any other
+// flag the binary does not know fails TestManifestFlagsAreKnown.
+var pendingFlags = map[string]bool{"--http-address": true, "--webhook-secret-file": true, "--propose-interval": true,
+	"--vpsie-token-file": true, "--vpsie-cluster": true}
+
+func TestManifestFlagsAreKnown(t *testing.T) {
+	o := render(t)
+	flagName := regexp.MustCompile(`--[a-z0-9-]+`)
+	check := func(sub string, args []string) {
+		t.Helper()
+		stdout, stderr, code := runBinary(t, context.Background(), sub, "--help")
+		require.Equal(t, 0, code, stderr)
+		known := map[string]bool{}
+		for _, f := range flagName.FindAllString(stdout, -1) {
+			known[f] = true
+		}
+		require.True(t, known["--repo"], "help lists flags:\n%s", stdout)
+		require.Equal(t, sub, args[0])
+		for _, a := range args[1:] {
+			name, _, _ := strings.Cut(a, "=")
+			switch {
+			case known[name]:
+			case pendingFlags[name]:
+				t.Logf("%s %s: not in the binary yet (pending)", sub, name)
+			default:
+				assert.Failf(t, "unknown flag", "%s: the manifests pass %s, which `rebalancer %s` does not know", sub, name, sub)
+			}
+		}
+	}
+	dep := one[appsv1.Deployment](t, o, "Deployment", controllerSA)
+	check("controller", dep.Spec.Template.Spec.Containers[0].Args)
+	cj := one[batchv1.CronJob](t, o, "CronJob", proposeSA)
+	check("propose", cj.Spec.JobTemplate.Spec.Template.Spec.Containers[0].Args)
 }

@@ -56,8 +56,6 @@ offerings:
 var unusedButKept = map[access]string{
 	{Resource: "events", Verb: "patch"}: "the event recorder patches an Event when the same one repeats (a count); " +
 		"one small plan emits no repeat",
-	{Resource: "namespaces", Verb: "get"}: "the cluster-UID check of a status root reads kube-system's UID " +
-		"(resourceNames: [kube-system]); the controller does not call it yet — drop this entry once it does",
 }
 
 // proposeUnusedButKept: the propose CronJob reads through informers. Against this
