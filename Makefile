@@ -31,7 +31,7 @@ cluster-up: ## Start the local control plane in the background; prints the kubec
 cluster-down: ## Stop it
 	go run ./hack/localcluster down
 
-demo: build ## The main job on the embedded default
+demo: build ## The main job end to end on a local cluster and git remote (the first run builds the control plane: ~30 min)
 	./hack/demo.sh
 
 bench: ## Benchmarks, printed as a table

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 
 	"github.com/rebalancer-dev/rebalancer/executor"
@@ -82,7 +83,8 @@ func roundElapsed(d time.Duration) string {
 // controllerLogging picks the controller's logger and step printer for
 // --log-format: json (the default, for log collectors) and text log at INFO to
 // stderr and print no progress; progress logs only warnings and errors, as text
-// to stderr, and prints one line per step to stdout.
+// to stderr (client-go's klog lines included), and prints one line per step to
+// stdout.
 func controllerLogging(format string, stdout, stderr io.Writer) (*slog.Logger, func(executor.Progress), error) {
 	switch format {
 	case logFormatJSON:
@@ -90,7 +92,11 @@ func controllerLogging(format string, stdout, stderr io.Writer) (*slog.Logger, f
 	case logFormatText:
 		return slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo})), func(executor.Progress) {}, nil
 	case logFormatProgress:
-		return slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), newProgressPrinter(stdout, nil).Print, nil
+		log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		// client-go (leader election, informers) logs through klog: route it to the
+		// same logger, so its INFO lines do not break the one-line-per-step display.
+		klog.SetSlogLogger(log)
+		return log, newProgressPrinter(stdout, nil).Print, nil
 	}
 	return nil, nil, usageError("--log-format %q: use json, text or progress", format)
 }

@@ -2,12 +2,14 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"k8s.io/klog/v2"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/rebalancer-dev/rebalancer/executor"
@@ -34,10 +36,15 @@ func TestControllerLogFormat(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	log, printProgress, err := controllerLogging("progress", &stdout, &stderr)
 	require.NoError(t, err)
+	t.Cleanup(klog.ClearLogger)
 	log.Info("claimed") // below WARN: not shown
+	klog.InfoS("Attempting to acquire leader lease...", "lock", "ns/name")
 	log.Warn("status push failed", "plan", "p")
+	klog.ErrorS(errors.New("boom"), "error retrieving resource lock")
 	printProgress(executor.Progress{Plan: "p", Node: "n", Action: "cordon", Phase: "Succeeded", Elapsed: time.Second})
 	assert.NotContains(t, stderr.String(), "claimed")
+	assert.NotContains(t, stderr.String(), "leader lease", "client-go's INFO lines are not shown")
+	assert.Contains(t, stderr.String(), `level=ERROR msg="error retrieving resource lock"`, "its errors are")
 	assert.Contains(t, stderr.String(), `level=WARN msg="status push failed" plan=p`)
 	assert.Regexp(t, `^\d\d:\d\d:\d\d  p  n\s+cordon\s+Succeeded\s+1\.0s\n$`, stdout.String())
 
