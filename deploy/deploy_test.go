@@ -44,6 +44,9 @@ var shared = &localcluster.Shared{Options: localcluster.Options{AuditLog: true, 
 func TestMain(m *testing.M) {
 	code := m.Run()
 	shared.Stop()
+	if binary != "" && os.Getenv("REBALANCER_TEST_BINARY") == "" {
+		_ = os.RemoveAll(filepath.Dir(binary)) // the binary this run built
+	}
 	os.Exit(code)
 }
 
