@@ -403,6 +403,8 @@ func (d *demo) exec(ctx context.Context, show bool, name string, args ...string)
 	}
 	cmd := exec.CommandContext(ctx, path, args...)
 	cmd.Dir, cmd.Env = d.dir, d.env
+	// Interrupted, a command (the controller) gets SIGINT and time to stop cleanly.
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = 10 * time.Second
 	// Killed with the demo, even by SIGKILL.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -412,6 +414,9 @@ func (d *demo) exec(ctx context.Context, show bool, name string, args ...string)
 		cmd.Stdout, cmd.Stderr = io.MultiWriter(&stdout, d.o.Out), io.MultiWriter(&stderr, d.o.Out)
 	}
 	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			return stdout.String(), fmt.Errorf("interrupted during %s: %w", displayCommand(name, args), ctx.Err())
+		}
 		return stdout.String(), fmt.Errorf("%s: %w\n%s", displayCommand(name, args), err, stderr.String())
 	}
 	return stdout.String(), nil
