@@ -60,6 +60,12 @@ type controllerFlags struct {
 	requireSigned      bool
 	trustedKeysFile    string
 	stopConfigMap      string
+	lease              leaseTimings
+}
+
+// leaseTimings are the leader election's durations, named as kube-controller-manager's.
+type leaseTimings struct {
+	duration, renewDeadline, retryPeriod time.Duration
 }
 
 func newControllerCommand() *cobra.Command {
@@ -107,6 +113,9 @@ Secrets come from files or the environment, as for propose: the webhook secret f
 	fl.StringVar(&cf.leaseName, "lease-name", "rebalancer-controller", "the Lease only whose holder acts")
 	fl.StringVar(&cf.identity, "identity", "", "this replica's name in the Lease and in claims (default: $POD_NAME, then the host name)")
 	fl.BoolVar(&cf.leaderElect, "leader-elect", true, "act only while holding the Lease")
+	fl.DurationVar(&cf.lease.duration, "leader-elect-lease-duration", 15*time.Second, "how long a standby waits after the leader's last renewal before taking over")
+	fl.DurationVar(&cf.lease.renewDeadline, "leader-elect-renew-deadline", 10*time.Second, "how long the leader keeps trying to renew before it stops acting")
+	fl.DurationVar(&cf.lease.retryPeriod, "leader-elect-retry-period", 2*time.Second, "time between two tries to acquire or renew the Lease")
 	fl.StringVar(&cf.httpAddress, "http-address", ":8080", `address of /metrics, /healthz, /readyz and /hooks/github ("" turns it off)`)
 	fl.StringVar(&cf.webhookSecretFile, "webhook-secret-file", "", "file holding the GitHub webhook secret (default: $REBALANCER_WEBHOOK_SECRET; neither: no webhook)")
 	fl.DurationVar(&cf.proposeInterval, "propose-interval", 0, "the leader also runs propose this often (0: never; run it as a CronJob instead)")
@@ -132,6 +141,9 @@ func runController(ctx context.Context, cmd *cobra.Command, cf controllerFlags) 
 	}
 	if cf.interval <= 0 {
 		return usageError("--interval must be positive")
+	}
+	if l := cf.lease; l.retryPeriod <= 0 || l.renewDeadline <= l.retryPeriod || l.duration <= l.renewDeadline {
+		return usageError("leader election needs --leader-elect-lease-duration > --leader-elect-renew-deadline > --leader-elect-retry-period > 0")
 	}
 	identity := cf.identity
 	if identity == "" {
@@ -295,7 +307,7 @@ func runController(ctx context.Context, cmd *cobra.Command, cf controllerFlags) 
 	if !cf.leaderElect {
 		return loop(ctx)
 	}
-	return underLease(ctx, client, cf.namespace, cf.leaseName, identity, log, loop)
+	return underLease(ctx, client, cf.namespace, cf.leaseName, identity, cf.lease, log, loop)
 }
 
 // logWriter turns what propose prints on stderr into warnings in the log.
@@ -310,7 +322,7 @@ func (w logWriter) Write(p []byte) (int, error) {
 
 // underLease runs fn only while holding the Lease; losing the Lease cancels fn's
 // context. It returns when fn returns (the Lease is released) or ctx ends.
-func underLease(ctx context.Context, client kubernetes.Interface, namespace, name, identity string, log *slog.Logger, fn func(context.Context) error) error {
+func underLease(ctx context.Context, client kubernetes.Interface, namespace, name, identity string, timings leaseTimings, log *slog.Logger, fn func(context.Context) error) error {
 	lock := &resourcelock.LeaseLock{LeaseMeta: metav1.ObjectMeta{Name: name, Namespace: namespace}, Client: client.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: identity}}
 	ctx, cancel := context.WithCancel(ctx)
@@ -319,7 +331,7 @@ func underLease(ctx context.Context, client kubernetes.Interface, namespace, nam
 	result := make(chan error, 1)
 	started := make(chan struct{})
 	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
-		Lock: lock, LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
+		Lock: lock, LeaseDuration: timings.duration, RenewDeadline: timings.renewDeadline, RetryPeriod: timings.retryPeriod,
 		ReleaseOnCancel: true, Name: name,
 		Callbacks: leaderelection.LeaderCallbacks{
 			OnStartedLeading: func(ctx context.Context) {
