@@ -183,9 +183,48 @@ type podCheck struct {
 func newPodChecks(pods []*corev1.Pod) []podCheck {
 	out := make([]podCheck, len(pods))
 	for i, p := range pods {
-		out[i] = podCheck{pod: p, requests: podRequests(p), affinity: nodeaffinity.GetRequiredNodeAffinity(p)}
+		aff := p
+		if IsDaemonSetPod(p) {
+			aff = withoutNodeNamePin(p)
+		}
+		out[i] = podCheck{pod: p, requests: podRequests(p), affinity: nodeaffinity.GetRequiredNodeAffinity(aff)}
 	}
 	return out
+}
+
+// withoutNodeNamePin returns a DaemonSet pod without the metadata.name field
+// selector its controller adds to pin it to its node: the controller pins the
+// replacement's own pod to the replacement, so only the DaemonSet's own node
+// selector and affinity say whether it will run there.
+func withoutNodeNamePin(p *corev1.Pod) *corev1.Pod {
+	a := p.Spec.Affinity
+	if a == nil || a.NodeAffinity == nil || a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution == nil {
+		return p
+	}
+	var terms []corev1.NodeSelectorTerm
+	for _, t := range a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms {
+		t = *t.DeepCopy()
+		fields := t.MatchFields[:0]
+		for _, f := range t.MatchFields {
+			if f.Key != metav1.ObjectNameField {
+				fields = append(fields, f)
+			}
+		}
+		t.MatchFields = fields
+		if len(t.MatchExpressions) == 0 && len(t.MatchFields) == 0 {
+			// The term held only the pin: it matches every node now.
+			terms = nil
+			break
+		}
+		terms = append(terms, t)
+	}
+	cp := p.DeepCopy()
+	if terms == nil {
+		cp.Spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution = nil
+	} else {
+		cp.Spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms = terms
+	}
+	return cp
 }
 
 // ChooseReplacement picks the cheapest offering to replace node n (running on

@@ -6,6 +6,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	api "github.com/rebalancer-dev/rebalancer/api/v1alpha1"
 	"github.com/rebalancer-dev/rebalancer/cloud"
@@ -92,6 +93,36 @@ func TestChooseReplacement(t *testing.T) {
 	// Already the cheapest of its size.
 	c = ChooseReplacement(sizedNode("n1", "v2-4x16", "4", "16Gi"), &catalog[1], nil, nil, NewCatalog(catalog), spec())
 	assert.Equal(t, ReasonAlreadyOptimal, c.Reason)
+}
+
+// daemonPod is a DaemonSet's pod as its controller creates it: pinned to its node
+// by a metadata.name field selector, plus the DaemonSet's own node affinity.
+func daemonPod(name, nodeName string, own []corev1.NodeSelectorRequirement) *corev1.Pod {
+	return pod(name, nodeName, func(p *corev1.Pod) {
+		yes := true
+		p.OwnerReferences = []metav1.OwnerReference{{Kind: "DaemonSet", Name: "ds", Controller: &yes}}
+		p.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
+			NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: own, MatchFields: []corev1.NodeSelectorRequirement{
+				{Key: metav1.ObjectNameField, Operator: corev1.NodeSelectorOpIn, Values: []string{nodeName}}}}}}}}
+	})
+}
+
+func TestDaemonSetPodsAreNotPinnedToTheOldNode(t *testing.T) {
+	catalog := []cloud.Offering{offering("v1-4x16", "fra1", "amd64", "4", "16Gi", 0.20), offering("v2-4x16", "fra1", "amd64", "4", "16Gi", 0.15)}
+	n := sizedNode("n1", "v1-4x16", "4", "16Gi")
+	// Pinned to n1 by the DaemonSet controller only: the replacement gets its own pod.
+	c := ChooseReplacement(n, &catalog[0], nil, []*corev1.Pod{daemonPod("agent", "n1", nil)}, NewCatalog(catalog), spec())
+	assert.Equal(t, ReasonCandidate, c.Reason, c.Detail)
+	// The DaemonSet's own affinity still counts: one tied to the old instance type
+	// would not run on the replacement.
+	c = ChooseReplacement(n, &catalog[0], nil, []*corev1.Pod{daemonPod("agent", "n1", []corev1.NodeSelectorRequirement{
+		{Key: corev1.LabelInstanceTypeStable, Operator: corev1.NodeSelectorOpIn, Values: []string{"v1-4x16"}}})}, NewCatalog(catalog), spec())
+	assert.Equal(t, ReasonIncompatible, c.Reason, c.Detail)
+	// A plain pod pinned by name stays incompatible: nothing recreates it elsewhere.
+	pinned := daemonPod("pinned", "n1", nil)
+	pinned.OwnerReferences = nil
+	c = ChooseReplacement(n, &catalog[0], []*corev1.Pod{pinned}, nil, NewCatalog(catalog), spec())
+	assert.Equal(t, ReasonIncompatible, c.Reason, c.Detail)
 }
 
 func TestNodeOfferingAndInheritance(t *testing.T) {
