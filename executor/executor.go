@@ -186,6 +186,9 @@ var ErrStopped = errors.New("plan stopped")
 // when another executor took the record over, and ctx's error when cancelled.
 func (e *Executor) Run(ctx context.Context, rec *Record) error {
 	log := e.log.With("plan", rec.Plan.Metadata.Name)
+	// This executor now answers for the plan: its phase gauge says where it is,
+	// Running included (the stuck-plan alert reads it).
+	e.metrics.phase(rec.Plan, rec.State.Phase)
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
