@@ -71,7 +71,7 @@ func (f *failingReval) Revalidate(ctx context.Context, plan *api.RebalancePlan, 
 }
 
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	ctx      context.Context
 	name     string
 	srv      *gittest.Server
@@ -80,9 +80,11 @@ type env struct {
 	provider *watchingProvider
 	catalog  []cloud.Offering
 	ns       string
+	// progressInterval paces progress commits (default an hour: tests count phases).
+	progressInterval time.Duration
 }
 
-func newEnv(t *testing.T, name string) *env {
+func newEnv(t testing.TB, name string) *env {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
@@ -144,7 +146,11 @@ func (e *env) reconciler(identity string, reval func(executor.Revalidator) execu
 		Author: gitops.Identity{Name: "rebalancer[bot]", Email: "bot@example.com"}, Timeout: 10 * time.Second, Attempts: 2,
 		Backoff: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond})
 	require.NoError(e.t, err)
-	store := gitops.NewStatusStore(repo, gitops.StoreOptions{Layout: e.layout, WatchedBranch: "main", ProgressInterval: time.Hour})
+	pace := e.progressInterval
+	if pace == 0 {
+		pace = time.Hour
+	}
+	store := gitops.NewStatusStore(repo, gitops.StoreOptions{Layout: e.layout, WatchedBranch: "main", ProgressInterval: pace})
 	var rv executor.Revalidator = &executor.ClusterRevalidator{Client: cluster.Client, Provider: e.provider,
 		Policies: WatchedPolicies(repo, "main", e.layout), Limits: policies.Limits{ClusterName: "local", MaxNodesPerPlan: 10},
 		LastFinished: LastFinished(store)}
