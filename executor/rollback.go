@@ -61,7 +61,7 @@ func (e *Executor) runRollback(ctx context.Context, rec *Record, log *slog.Logge
 		if !ok {
 			e.event(p.Old, corev1.EventTypeWarning, "RebalanceRollbackFailed", "plan %s: could not drain replacement %s; both nodes kept", rec.Plan.Metadata.Name, p.NewNode)
 			e.metrics.rollbackFailed()
-			return e.finish(ctx, rec, api.PhaseRollbackFailed, fmt.Sprintf("rollback (%s: %s) could not drain replacement %s of %s; both nodes are kept and node group %s is stopped until a person clears it",
+			return e.finish(ctx, rec, api.PhaseRollbackFailed, fmt.Sprintf("rollback (%s: %s) could not drain replacement %s of %s; both nodes are kept and node group %s is stopped until a person clears it (by deleting this plan's file)",
 				rb.Trigger, rb.Reason, p.NewNode, p.Old, rec.Plan.Spec.NodeGroup))
 		}
 	}

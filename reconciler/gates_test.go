@@ -86,3 +86,33 @@ func TestOneRunningPlanPerNodeGroupOldestFirstThenCooldown(t *testing.T) {
 	assert.False(t, st.Status.NextAttempt.IsZero(), "a cooldown says when the plan may start")
 	assert.Equal(t, int32(1), e.provider.provisions.Load())
 }
+
+func TestRollbackFailedStopsTheNodeGroupUntilThePlanFileIsDeleted(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "rbfailed")
+	failed := e.plan("local", "fa11ed", "gone-node")
+	st := gittest.Status(failed, api.PhaseRollbackFailed, time.Now().Add(-48*time.Hour).UTC().Truncate(time.Second))
+	next := e.plan("local", "0e0e0e", e.node("old-0"))
+	ff, cf := e.planFile(failed)
+	fn, cn := e.planFile(next)
+	e.merge(map[string]string{ff: cf, e.layout.StatusFile(failed.Metadata.Name): gittest.YAML(t, st), fn: cn})
+
+	r, _ := e.reconciler("a", nil)
+	require.NoError(t, r.PassAndWait(e.ctx))
+	got := e.status(next.Metadata.Name)
+	require.NotNil(t, got)
+	assert.Equal(t, api.PhaseWaiting, got.Status.Phase)
+	assert.Contains(t, got.Status.WaitingFor, "ended RollbackFailed")
+	assert.Contains(t, got.Status.WaitingFor, ff, "the message says how to clear it")
+	assert.Zero(t, e.provider.provisions.Load())
+
+	// A person sorts the nodes out and deletes the failed plan's file: the group runs again.
+	e.work.Pull()
+	e.work.Remove(ff)
+	e.work.Commit("clear the RollbackFailed plan")
+	e.work.Push("main")
+	require.NoError(t, r.PassAndWait(e.ctx))
+	got = e.status(next.Metadata.Name)
+	require.NotNil(t, got)
+	assert.Equal(t, api.PhaseSucceeded, got.Status.Phase, got.Status.Message)
+}

@@ -382,6 +382,14 @@ func (r *Reconciler) startNew(ctx context.Context, ix *gitops.PlanIndex, recs []
 			active++ // a frozen plan holds its group, not the cluster
 		}
 	}
+	// A plan that ended RollbackFailed left two nodes for a person to sort out: its
+	// node group runs nothing until that person deletes the plan file.
+	stopped := map[string]*gitops.PlanRecord{}
+	for _, p := range ix.Plans {
+		if p.Plan != nil && p.Status != nil && p.Status.Status.Phase == api.PhaseRollbackFailed {
+			stopped[groupKey(p.Plan)] = p
+		}
+	}
 	switchOn, err := r.exec.StopSwitchOn(ctx)
 	if err != nil {
 		r.log.Error("reading the stop switch: no plan starts this pass", "error", err)
@@ -428,6 +436,12 @@ func (r *Reconciler) startNew(ctx context.Context, ix *gitops.PlanIndex, recs []
 				r.pushFailed(p.ID, api.PhasePending, err, log)
 				continue
 			}
+		}
+		if failed := stopped[groupKey(p.Plan)]; failed != nil {
+			r.wait(ctx, p, policies.Decision{Reasons: []string{fmt.Sprintf(
+				"node group %s is stopped: plan %s ended RollbackFailed; once its nodes are sorted out, delete %s on %s to clear it",
+				p.Plan.Spec.NodeGroup, failed.ID, failed.File, r.store.WatchedBranch())}}, log)
+			continue
 		}
 		if busyGroups[groupKey(p.Plan)] {
 			log.Info("node group has a running plan: later")
