@@ -249,10 +249,12 @@ func TestPlanForAnotherClusterAndInvalidPlanAreRejected(t *testing.T) {
 	other := e.plan("elsewhere", "cccccc", e.node("old-0"))
 	good := e.plan("local", "dddddd", e.node("old-1"))
 	badID := "local-reject-20260101-eeeeee"
+	brokenID := "local-reject-20260101-e0e0e0"
 	fo, co := e.planFile(other)
 	fg, cg := e.planFile(good)
 	e.merge(map[string]string{fo: co, fg: cg,
-		e.layout.PlanFile(badID): "apiVersion: rebalancer.dev/v1alpha1\nkind: RebalancePlan\nmetadata:\n  name: " + badID + "\nspec:\n  cluster: local\n  bogus: 1\n"})
+		e.layout.PlanFile(badID):    "apiVersion: rebalancer.dev/v1alpha1\nkind: RebalancePlan\nmetadata:\n  name: " + badID + "\nspec:\n  cluster: local\n  bogus: 1\n",
+		e.layout.PlanFile(brokenID): "apiVersion: rebalancer.dev/v1alpha1\nkind: RebalancePlan\nspec: [unclosed\n"})
 
 	r, _ := e.reconciler("a", nil)
 	require.NoError(t, r.PassAndWait(e.ctx))
@@ -266,6 +268,11 @@ func TestPlanForAnotherClusterAndInvalidPlanAreRejected(t *testing.T) {
 	require.NotNil(t, bad)
 	assert.Equal(t, api.PhaseRejected, bad.Status.Phase)
 	assert.Contains(t, bad.Status.Message, "bogus")
+
+	broken := e.status(brokenID)
+	require.NotNil(t, broken, "a file that is not even YAML gets a status too")
+	assert.Equal(t, api.PhaseRejected, broken.Status.Phase)
+	assert.Contains(t, broken.Status.Message, e.layout.PlanFile(brokenID)+":", "the message names the file and line")
 
 	ok := e.status(good.Metadata.Name)
 	require.NotNil(t, ok)
