@@ -27,13 +27,21 @@ const (
 	TaintInitializing = "rebalancer.dev/initializing"
 )
 
+// LabelVPSieOffering is the offering label VPSie's autoscaler puts on the nodes it
+// manages.
+const LabelVPSieOffering = "autoscaler.vpsie.com/offering"
+
 // NodeOffering finds the catalog offering a node runs on: the label
-// rebalancer.dev/offering, else node.kubernetes.io/instance-type, in the node's
-// region. It never guesses: an unknown offering is reported as such.
+// rebalancer.dev/offering, else node.kubernetes.io/instance-type, else VPSie's
+// autoscaler's autoscaler.vpsie.com/offering, in the node's region. It never
+// guesses: an unknown offering is reported as such.
 func NodeOffering(n *corev1.Node, offerings []cloud.Offering) (*cloud.Offering, string) {
 	name := n.Labels[LabelOffering]
 	if name == "" {
 		name = n.Labels[corev1.LabelInstanceTypeStable]
+	}
+	if name == "" {
+		name = n.Labels[LabelVPSieOffering]
 	}
 	dc := n.Labels[corev1.LabelTopologyRegion]
 	if name == "" {

@@ -135,6 +135,13 @@ func TestNodeOfferingAndInheritance(t *testing.T) {
 	assert.Nil(t, o)
 	assert.Equal(t, "offering v9 in fra1 is not in the provider's catalog", why)
 
+	// A node VPSie's autoscaler made carries only its own offering label.
+	n = node("n", map[string]string{LabelVPSieOffering: "v1", corev1.LabelTopologyRegion: "fra1"}, true)
+	o, why = NodeOffering(n, catalog)
+	if assert.NotNil(t, o, why) {
+		assert.Equal(t, "v1", o.Name)
+	}
+
 	n = node("n", map[string]string{"pool": "general", corev1.LabelHostname: "n", "node-role.kubernetes.io/worker": "", "team": "a"}, true)
 	n.Spec.Taints = []corev1.Taint{{Key: "dedicated", Value: "x", Effect: corev1.TaintEffectNoSchedule},
 		{Key: "node.kubernetes.io/unschedulable", Effect: corev1.TaintEffectNoSchedule}, {Key: TaintDisrupting, Effect: corev1.TaintEffectNoSchedule}}
