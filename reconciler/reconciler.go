@@ -361,7 +361,7 @@ func (r *Reconciler) checkRoot(ix *gitops.PlanIndex) error {
 		err := fmt.Errorf("the status root %s was written by another cluster: %s says cluster %q with kube-system UID %s, and this cluster's UID is %s; "+
 			"give each cluster its own --path (no plan starts until then)",
 			r.store.Layout().StatusDir(), r.store.Layout().StatusFile(p.ID), p.Status.Status.Cluster, p.Status.Status.ClusterUID, r.opts.ClusterUID)
-		r.events.Event(&corev1.ObjectReference{Kind: "Namespace", APIVersion: "v1", Name: r.opts.Namespace}, corev1.EventTypeWarning, "ForeignStatusRoot", err.Error())
+		r.events.Event(&corev1.ObjectReference{Kind: "Namespace", APIVersion: "v1", Name: r.opts.Namespace, Namespace: r.opts.Namespace}, corev1.EventTypeWarning, "ForeignStatusRoot", err.Error())
 		return err
 	}
 	return nil
@@ -544,7 +544,7 @@ func (r *Reconciler) pushFailed(id string, phase api.Phase, err error, log *slog
 	r.metrics.gitErrors.WithLabelValues("push").Inc()
 	log.Error("committing the status failed: the plan does not move until it lands", "phase", phase, "error", err)
 	if errors.Is(err, gitops.ErrPushRefused) || errors.Is(err, gitops.ErrAuth) {
-		r.events.Event(&corev1.ObjectReference{Kind: "Namespace", APIVersion: "v1", Name: r.opts.Namespace}, corev1.EventTypeWarning, "StatusPushRefused",
+		r.events.Event(&corev1.ObjectReference{Kind: "Namespace", APIVersion: "v1", Name: r.opts.Namespace, Namespace: r.opts.Namespace}, corev1.EventTypeWarning, "StatusPushRefused",
 			fmt.Sprintf("plan %s: the status branch %s refused the %s status commit: %v", id, r.store.StatusBranch(), phase, err))
 	}
 }
