@@ -238,3 +238,57 @@ func TestStopAndResumeFlipTheSwitch(t *testing.T) {
 	code, _, _ = runCLI(t, "resume", "extra-arg")
 	assert.Equal(t, 2, code)
 }
+
+// TestControllerProposeLoop runs the controller with --propose-interval: the
+// leader opens a proposal for the node group (plain-git forge: a branch) and
+// exports the analyzer's nodes by reason.
+func TestControllerProposeLoop(t *testing.T) {
+	c := shared.Get(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const group, ns = "ploop", "ploop-system"
+	_, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	catalog, err := kwok.ParseCatalog("c", []byte(controllerCatalog))
+	require.NoError(t, err)
+	require.NoError(t, kwok.CreateNode(ctx, c.Client, kwok.NewNode("ploop-old-0", catalog[0], map[string]string{"pool": group}, nil, false)))
+	_, err = c.WaitNodeReady(ctx, "ploop-old-0", 30*time.Second)
+	require.NoError(t, err)
+
+	srv := gittest.NewServer(t)
+	srv.InitBare(t, group)
+	w := srv.Clone(t, group, "main")
+	w.Write(gitops.Layout{}.PoliciesDir()+"/"+group+".yaml", gittest.Policy(group))
+	w.Commit("policy")
+	w.Push("main")
+	dir := t.TempDir()
+	catalogFile, tokenFile := filepath.Join(dir, "catalog.yaml"), filepath.Join(dir, "token")
+	require.NoError(t, os.WriteFile(catalogFile, []byte(controllerCatalog), 0o600))
+	require.NoError(t, os.WriteFile(tokenFile, []byte(srv.Password), 0o600))
+
+	stderr := &syncBuffer{}
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan int, 1)
+	go func() {
+		done <- run(rctx, []string{"controller", "--kubeconfig", c.Kubeconfig, "--catalog", catalogFile,
+			"--repo", srv.RepoURL(group), "--git-token-file", tokenFile, "--git-username", srv.User, "--cache-dir", "",
+			"--cluster-name", "local", "--namespace", ns, "--interval", "1h", "--propose-interval", "2s", "--forge", "git",
+			"--http-address", "127.0.0.1:0", "--leader-elect=false"}, io.Discard, stderr)
+	}()
+	defer func() { stop(); <-done }()
+
+	branch := "rebalancer/local/" + group
+	require.Eventually(t, func() bool {
+		out := srv.GitIn(t, group, "branch", "--list", branch)
+		return strings.Contains(out, branch)
+	}, time.Minute, 250*time.Millisecond, "the propose loop opened a proposal; log:\n%s", stderr.String())
+	files := srv.GitIn(t, group, "diff", "--name-only", "main", branch)
+	assert.Contains(t, files, "rebalancer/plans/local-"+group+"-", "the proposal adds one plan file")
+	require.Eventually(t, func() bool { return stderr.address() != "" }, 10*time.Second, 50*time.Millisecond)
+	resp, err := http.Get("http://" + stderr.address() + "/metrics")
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	assert.Contains(t, string(body), `rebalancer_nodes_by_reason{reason="candidate"}`)
+}
