@@ -18,7 +18,11 @@ import (
 // statuses. They arrive in at most 200 commits: every commit rewrites the tree of
 // the plans directory, so n commits of n files would take git minutes (quadratic)
 // to build, and what an append costs depends on the files, not on the commits.
-func historyRepo(b testing.TB, n int) *gittest.Server {
+func historyRepo(b testing.TB, n int) *gittest.Server { return historyRepoArchiving(b, n, 0) }
+
+// historyRepoArchiving is historyRepo where, as --archive-after does, each plan's
+// files leave the tree once window newer plans have been added (0: never).
+func historyRepoArchiving(b testing.TB, n, window int) *gittest.Server {
 	srv := gittest.NewServer(b)
 	srv.InitBare(b, "fleet")
 	tmpl := gittest.Plan("prod", "general", "000000", t0, "n1", "n2", "n3")
@@ -43,6 +47,10 @@ func historyRepo(b testing.TB, n int) *gittest.Server {
 		blob(strings.ReplaceAll(planYAML, tmpl.Metadata.Name, id))
 		fmt.Fprintf(&s, "M 100644 inline rebalancer/status/%s.yaml\n", id)
 		blob(strings.ReplaceAll(statusYAML, tmpl.Metadata.Name, id))
+		if window > 0 && i >= window {
+			old := fmt.Sprintf("prod-general-20261127-%06x", i-window)
+			fmt.Fprintf(&s, "D rebalancer/plans/%s.yaml\nD rebalancer/status/%s.yaml\n", old, old)
+		}
 	}
 	srv.FastImport(b, "fleet", s.String())
 	// As a hosted forge keeps its repositories: one pack with a reachability bitmap.
@@ -51,12 +59,19 @@ func historyRepo(b testing.TB, n int) *gittest.Server {
 }
 
 // BenchmarkStatusCommit appends one status transition — render, commit, push to a
-// real git server over HTTP — to a repository holding 10 or 10,000 plans. The
-// store never walks history to append, so both sizes cost about the same.
+// real git server over HTTP — to a repository whose history holds 10 or 10,000
+// plans. With 10,000 the repository is as --archive-after leaves it: each plan's
+// files left the tree some time after it finished (here: once 100 newer plans
+// came), so the tree holds recent plans only. tree=10000 keeps every plan in the
+// tree: what a push costs the server then grows with the tree (receive-pack's
+// connectivity check walks the trees next to the tip), not with our client.
 func BenchmarkStatusCommit(b *testing.B) {
-	for _, n := range []int{10, 10000} {
-		b.Run(fmt.Sprintf("history=%d", n), func(b *testing.B) {
-			srv := historyRepo(b, n)
+	for _, c := range []struct {
+		name      string
+		n, window int
+	}{{"history=10", 10, 0}, {"history=10000", 10000, 100}, {"tree=10000", 10000, 0}} {
+		b.Run(c.name, func(b *testing.B) {
+			srv := historyRepoArchiving(b, c.n, c.window)
 			r, err := gitops.Open(context.Background(), gitops.Options{URL: srv.RepoURL("fleet"),
 				Auth: gitops.BasicAuth(srv.User, srv.Password), Author: bot, CacheDir: b.TempDir()})
 			require.NoError(b, err)

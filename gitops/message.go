@@ -14,6 +14,9 @@ type Trailer struct {
 const (
 	TrailerPlan  = "Rebalancer-Plan"
 	TrailerPhase = "Rebalancer-Phase"
+	// TrailerArchived names, once per plan, the plans an archive commit took out
+	// of the tree.
+	TrailerArchived = "Rebalancer-Archived"
 )
 
 // SkipCI is the marker CI systems (GitHub Actions, GitLab CI, Jenkins' plugin, Azure

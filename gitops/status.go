@@ -398,6 +398,43 @@ func (s *GitStatusStore) commitLocked(ctx context.Context, st *api.RebalanceStat
 	return AppendResult{Commit: res.Commit}, nil
 }
 
+// Archive takes finished plans out of the tree in one commit on the status
+// branch: their status files and, when the status branch is the watched branch,
+// their plan files. Git history keeps every version (the audit log reads
+// history, not the tree); the tree stays as small as the plans of the last weeks,
+// which is what a push costs a git server (see BenchmarkStatusCommit). The caller
+// decides what is old enough; an ID whose files are gone already is ignored.
+func (s *GitStatusStore) Archive(ctx context.Context, ids []string) (AppendResult, error) {
+	if len(ids) == 0 {
+		return AppendResult{}, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	files := map[string][]byte{}
+	trailers := make([]Trailer, 0, len(ids))
+	for _, id := range ids {
+		files[s.o.Layout.StatusFile(id)] = nil
+		if s.o.StatusBranch == s.o.WatchedBranch {
+			files[s.o.Layout.PlanFile(id)] = nil
+		}
+		trailers = append(trailers, Trailer{TrailerArchived, id})
+	}
+	res, err := s.repo.Commit(ctx, CommitRequest{
+		Branch:   s.o.StatusBranch,
+		Files:    files,
+		Message:  fmt.Sprintf("rebalancer: archive %d finished plans\n\nTheir files stay in history.\n\n%s", len(ids), SkipCI),
+		Trailers: trailers,
+	})
+	if err != nil {
+		return AppendResult{}, fmt.Errorf("archiving %d plans on %s: %w", len(ids), s.o.StatusBranch, err)
+	}
+	for _, id := range ids {
+		delete(s.held, id)
+		delete(s.last, id)
+	}
+	return AppendResult{Commit: res.Commit}, nil
+}
+
 // Log implements StatusStore.
 func (s *GitStatusStore) Log(ctx context.Context, fn func(StatusEvent) error) error {
 	tip, err := s.statusTip()

@@ -44,6 +44,9 @@ type Options struct {
 	// on are signed by a key in Keyring (gitops.Repo.VerifyPlan).
 	RequireSignedCommits bool
 	Keyring              *gitops.Keyring
+	// ArchiveAfter takes a finished plan's files out of the tree this long after
+	// it finished (0: never); git history keeps them. See archive.
+	ArchiveAfter time.Duration
 	// PushRetry and MaxPushRetry bound the backoff of status pushes while the
 	// remote is unreachable (defaults 1s and 30s).
 	PushRetry, MaxPushRetry time.Duration
@@ -261,6 +264,7 @@ func (r *Reconciler) pass(ctx context.Context, trigger string) (err error) {
 		return err
 	}
 	r.startNew(ctx, ix, recs, head)
+	r.archive(ctx, ix, recs)
 	return nil
 }
 

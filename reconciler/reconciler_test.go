@@ -82,6 +82,7 @@ type env struct {
 	ns       string
 	// progressInterval paces progress commits (default an hour: tests count phases).
 	progressInterval time.Duration
+	archiveAfter     time.Duration
 }
 
 func newEnv(t testing.TB, name string) *env {
@@ -163,7 +164,8 @@ func (e *env) reconciler(identity string, reval func(executor.Revalidator) execu
 	ex := executor.New(cluster.Client, e.provider, rv, executor.Options{Namespace: e.ns, StopConfigMap: "rebalancer", Identity: identity,
 		PollInterval: 100 * time.Millisecond, WaitRetry: 200 * time.Millisecond, VerifyTimeout: 30 * time.Second,
 		WaitReadyTimeout: 30 * time.Second, ProvisionTimeout: 15 * time.Second}, executor.WithLogger(log), executor.WithProgress(progress))
-	r = New(repo, store, ex, rv, Options{ClusterName: "local", ClusterUID: "uid-local", Namespace: e.ns, PushRetry: 50 * time.Millisecond, MaxPushRetry: 500 * time.Millisecond}, append([]Option{WithLogger(log)}, opts...)...)
+	r = New(repo, store, ex, rv, Options{ClusterName: "local", ClusterUID: "uid-local", Namespace: e.ns, PushRetry: 50 * time.Millisecond, MaxPushRetry: 500 * time.Millisecond,
+		ArchiveAfter: e.archiveAfter}, append([]Option{WithLogger(log)}, opts...)...)
 	return r, repo
 }
 

@@ -60,6 +60,7 @@ type controllerFlags struct {
 	requireSigned      bool
 	trustedKeysFile    string
 	stopConfigMap      string
+	archiveAfter       time.Duration
 	lease              leaseTimings
 }
 
@@ -123,6 +124,7 @@ Secrets come from files or the environment, as for propose: the webhook secret f
 	fl.StringVar(&cf.ghTokenFile, "github-token-file", "", "GitHub API token for the propose loop (default: $GITHUB_TOKEN, then the git token)")
 	fl.BoolVar(&cf.requireSigned, "require-signed-commits", false, "run a plan only when the commits that merged it and its policy are signed by a key in --trusted-keys-file")
 	fl.StringVar(&cf.trustedKeysFile, "trusted-keys-file", "", "armored PGP public keys and/or SSH allowed-signers lines trusted to sign (with --require-signed-commits)")
+	fl.DurationVar(&cf.archiveAfter, "archive-after", 0, "take a finished plan's files out of the tree this long after it finished (history keeps them; 0: never; at least 24h)")
 	fl.StringVar(&cf.stopConfigMap, "stop-configmap", "rebalancer", "the ConfigMap in --namespace whose "+executor.StopAnnotation+" annotation freezes every plan")
 	fl.StringVar(&cf.logFormat, "log-format", logFormatJSON, "json or text logs at INFO to stderr, or progress: one line per step to stdout and only warnings to stderr")
 	return cmd
@@ -141,6 +143,9 @@ func runController(ctx context.Context, cmd *cobra.Command, cf controllerFlags) 
 	}
 	if cf.interval <= 0 {
 		return usageError("--interval must be positive")
+	}
+	if cf.archiveAfter != 0 && cf.archiveAfter < 24*time.Hour {
+		return usageError("--archive-after %s: use 0 (never) or at least 24h, longer than every policy's cooldownPeriod", cf.archiveAfter)
 	}
 	if l := cf.lease; l.retryPeriod <= 0 || l.renewDeadline <= l.retryPeriod || l.duration <= l.renewDeadline {
 		return usageError("leader election needs --leader-elect-lease-duration > --leader-elect-renew-deadline > --leader-elect-retry-period > 0")
@@ -212,7 +217,8 @@ func runController(ctx context.Context, cmd *cobra.Command, cf controllerFlags) 
 		executor.WithLogger(log), executor.WithEvents(events), executor.WithMetrics(executor.NewMetrics(reg)),
 		executor.WithProgress(func(p executor.Progress) { printProgress(p); rec.ProgressFunc()(p) }))
 	rec = reconciler.New(repo, store, exec, reval, reconciler.Options{ClusterName: cf.clusterName, ClusterUID: clusterUID,
-		MaxConcurrentPlans: cf.maxConcurrentPlans, Namespace: cf.namespace, RequireSignedCommits: cf.requireSigned, Keyring: keyring},
+		MaxConcurrentPlans: cf.maxConcurrentPlans, Namespace: cf.namespace, RequireSignedCommits: cf.requireSigned, Keyring: keyring,
+		ArchiveAfter: cf.archiveAfter},
 		reconciler.WithLogger(log), reconciler.WithEvents(events), reconciler.WithMetrics(reconciler.NewMetrics(reg)))
 	blocked := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "rebalancer_nodes_by_reason",
 		Help: "Nodes by the analyzer's reason at the last propose run (candidate, pdb-blocked, local-storage...)."}, []string{"reason"})
