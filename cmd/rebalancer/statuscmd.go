@@ -74,7 +74,7 @@ usage errors.`,
 			rec := ix.Get(id)
 			if st == nil {
 				if rec == nil {
-					return &exitError{code: 1, err: fmt.Errorf("no plan %s on %s and no status of it on %s", id, rf.branch, store.StatusBranch())}
+					return &exitError{code: 1, err: fmt.Errorf("no plan %s on %s and no status of it on %s (an archived plan is in history: rebalancer history --plan %s)", id, rf.branch, store.StatusBranch(), id)}
 				}
 				if output != "table" {
 					fmt.Fprintf(cmd.ErrOrStderr(), "plan %s is on %s but has no status yet: merged, not started\n", id, rf.branch)
