@@ -14,14 +14,12 @@ import (
 	"github.com/rebalancer-dev/rebalancer/gitops/gittest"
 )
 
-// historyRepo makes a server repository whose main holds n plans with their
+// historyRepoArchiving makes a server repository whose main holds n plans with their
 // statuses. They arrive in at most 200 commits: every commit rewrites the tree of
 // the plans directory, so n commits of n files would take git minutes (quadratic)
 // to build, and what an append costs depends on the files, not on the commits.
-func historyRepo(b testing.TB, n int) *gittest.Server { return historyRepoArchiving(b, n, 0) }
-
-// historyRepoArchiving is historyRepo where, as --archive-after does, each plan's
-// files leave the tree once window newer plans have been added (0: never).
+// With window > 0, as --archive-after does, each plan's files leave the tree once
+// window newer plans have been added (0: never).
 func historyRepoArchiving(b testing.TB, n, window int) *gittest.Server {
 	srv := gittest.NewServer(b)
 	srv.InitBare(b, "fleet")
