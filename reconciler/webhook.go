@@ -32,6 +32,10 @@ func NewWebhook(secret []byte, r *Reconciler, log *slog.Logger) (*Webhook, error
 	return &Webhook{secret: secret, trigger: r.Trigger, log: log, metrics: r.metrics}, nil
 }
 
+// SetTrigger replaces what a valid push does (default: the reconciler's Trigger).
+// The controller uses it to hand deliveries reaching a standby to the leader.
+func (h *Webhook) SetTrigger(f func(reason string)) { h.trigger = f }
+
 func (h *Webhook) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if req.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)

@@ -225,6 +225,7 @@ func runController(ctx context.Context, cmd *cobra.Command, cf controllerFlags) 
 	reg.MustRegister(blocked)
 
 	var leading atomic.Bool
+	fetchRequests := &reconciler.FetchRequests{Client: client, Namespace: cf.namespace, ConfigMap: cf.stopConfigMap, Log: log}
 	if cf.httpAddress != "" && !cf.once {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
@@ -241,6 +242,18 @@ func runController(ctx context.Context, cmd *cobra.Command, cf controllerFlags) 
 			if err != nil {
 				return usageError("%v", err)
 			}
+			hook.SetTrigger(func(reason string) {
+				if leading.Load() || !cf.leaderElect {
+					rec.Trigger(reason)
+					return
+				}
+				// The Service sent it to a standby: hand it to the leader.
+				rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				defer cancel()
+				if err := fetchRequests.Request(rctx); err != nil {
+					log.Warn("webhook on a standby replica not handed to the leader; its next poll picks the change up", "error", err)
+				}
+			})
 			mux.Handle("/hooks/github", hook)
 		}
 		srv := &http.Server{Addr: cf.httpAddress, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
@@ -306,6 +319,9 @@ func runController(ctx context.Context, cmd *cobra.Command, cf controllerFlags) 
 		}
 		if cf.proposeInterval > 0 {
 			go proposeLoop(ctx)
+		}
+		if webhookSecret != "" && cf.leaderElect {
+			go fetchRequests.Watch(ctx, 2*time.Second, func() { rec.Trigger(reconciler.TriggerWebhook) })
 		}
 		rec.Run(ctx, cf.interval)
 		return nil

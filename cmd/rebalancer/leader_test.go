@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -157,6 +160,30 @@ func TestLeaderFailoverResumesThePlan(t *testing.T) {
 		assert.Equal(t, http.StatusUnauthorized, resp.StatusCode, "a forged webhook")
 	}
 
+	// A valid delivery that reaches the standby is handed to the leader, which passes.
+	metricsOf := func(r *replica) string {
+		resp, err := http.Get("http://" + r.stderr.address() + "/metrics")
+		if err != nil {
+			return ""
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	body := []byte(`{"ref":"refs/heads/main"}`)
+	mac := hmac.New(sha256.New, []byte("hook-secret"))
+	mac.Write(body)
+	req, err := http.NewRequest(http.MethodPost, "http://"+b.stderr.address()+"/hooks/github", bytes.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("X-GitHub-Event", "push")
+	req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(mac.Sum(nil)))
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	require.Eventually(t, func() bool { return strings.Contains(metricsOf(a), `trigger="webhook"`) }, 20*time.Second, 200*time.Millisecond,
+		"the leader ran a webhook pass for the delivery the standby received")
+
 	// A runs the plan; B, a standby, does nothing. A dies once the first pair is done.
 	recs := executor.NewRecordStore(c.Client, ns)
 	require.Eventually(t, func() bool {
@@ -193,9 +220,9 @@ func TestLeaderFailoverResumesThePlan(t *testing.T) {
 	}
 
 	// B's metrics show the git sync and the plan's phase.
-	resp, err := http.Get("http://" + b.stderr.address() + "/metrics")
+	resp, err = http.Get("http://" + b.stderr.address() + "/metrics")
 	require.NoError(t, err)
-	body, err := io.ReadAll(resp.Body)
+	body, err = io.ReadAll(resp.Body)
 	resp.Body.Close()
 	require.NoError(t, err)
 	for _, m := range []string{"rebalancer_git_last_sync_timestamp_seconds", "rebalancer_reconcile_passes_total", "rebalancer_webhook_requests_total{result=\"unauthorized\"} 1",
