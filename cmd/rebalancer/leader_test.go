@@ -319,3 +319,26 @@ func TestControllerProposeLoop(t *testing.T) {
 	require.NoError(t, err)
 	assert.Contains(t, string(body), `rebalancer_nodes_by_reason{reason="candidate"}`)
 }
+
+func TestControllerUsageErrors(t *testing.T) {
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "empty")
+	require.NoError(t, os.WriteFile(empty, nil, 0o600))
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--archive-after", "1h"}, "--archive-after 1h0m0s: use 0 (never) or at least 24h"},
+		{[]string{"--leader-elect-lease-duration", "2s"}, "--leader-elect-lease-duration > --leader-elect-renew-deadline"},
+		{[]string{"--require-signed-commits"}, "--require-signed-commits needs --trusted-keys-file"},
+		{[]string{"--require-signed-commits", "--trusted-keys-file", filepath.Join(dir, "missing")}, "missing"},
+		{[]string{"--webhook-secret-file", empty}, "is empty: the webhook needs a secret"},
+		{[]string{"--max-concurrent-plans", "0"}, "--max-concurrent-plans must be 1 or more"},
+		{[]string{"--cluster-name", "Not_A_Label"}, "--cluster-name"},
+		{[]string{"--log-format", "yaml"}, "yaml"},
+	} {
+		code, _, errOut := runCLI(t, append([]string{"controller", "--repo", "http://127.0.0.1:1/x.git"}, c.args...)...)
+		assert.Equal(t, 2, code, "%v: %s", c.args, errOut)
+		assert.Contains(t, errOut, c.want, "%v", c.args)
+	}
+}
