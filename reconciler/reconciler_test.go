@@ -83,6 +83,7 @@ type env struct {
 	// progressInterval paces progress commits (default an hour: tests count phases).
 	progressInterval time.Duration
 	archiveAfter     time.Duration
+	keyring          *gitops.Keyring // set: --require-signed-commits
 }
 
 func newEnv(t testing.TB, name string) *env {
@@ -165,7 +166,7 @@ func (e *env) reconciler(identity string, reval func(executor.Revalidator) execu
 		PollInterval: 100 * time.Millisecond, WaitRetry: 200 * time.Millisecond, VerifyTimeout: 30 * time.Second,
 		WaitReadyTimeout: 30 * time.Second, ProvisionTimeout: 15 * time.Second}, executor.WithLogger(log), executor.WithProgress(progress))
 	r = New(repo, store, ex, rv, Options{ClusterName: "local", ClusterUID: "uid-local", Namespace: e.ns, PushRetry: 50 * time.Millisecond, MaxPushRetry: 500 * time.Millisecond,
-		ArchiveAfter: e.archiveAfter}, append([]Option{WithLogger(log)}, opts...)...)
+		ArchiveAfter: e.archiveAfter, RequireSignedCommits: e.keyring != nil, Keyring: e.keyring}, append([]Option{WithLogger(log)}, opts...)...)
 	return r, repo
 }
 
