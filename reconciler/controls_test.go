@@ -11,7 +11,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	api "github.com/rebalancer-dev/rebalancer/api/v1alpha1"
@@ -31,20 +30,12 @@ func (e *env) record(id string) *executor.Record {
 
 // stopSwitch sets or clears the stop annotation on the env's ConfigMap.
 func (e *env) stopSwitch(on bool) {
-	cms := cluster.Client.CoreV1().ConfigMaps(e.ns)
-	cm, err := cms.Get(context.Background(), "rebalancer", metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		cm, err = cms.Create(context.Background(), &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "rebalancer"}}, metav1.CreateOptions{})
-	}
-	if !assert.NoError(e.t, err) {
-		return
-	}
-	cm.Annotations = nil
+	var v *string
 	if on {
-		cm.Annotations = map[string]string{executor.StopAnnotation: "test"}
+		v = new(string)
+		*v = "test"
 	}
-	_, err = cms.Update(context.Background(), cm, metav1.UpdateOptions{})
-	assert.NoError(e.t, err)
+	assert.NoError(e.t, executor.SetConfigMapAnnotation(context.Background(), cluster.Client, e.ns, "rebalancer", executor.StopAnnotation, v))
 }
 
 // groupNodes lists the names of the nodes of the env's group.
@@ -79,8 +70,7 @@ func TestCancelStopFreezesThenRollbackUndoes(t *testing.T) {
 	e := newEnv(t, "cancel")
 	old0, old1 := e.node("old-0"), e.node("old-1")
 	plan := e.plan("local", "c0c0c0", old0, old1)
-	f, c := e.planFile(plan)
-	e.merge(map[string]string{f: c})
+	f := e.mergePlan(plan)
 
 	r, _ := e.reconciler("a", nil)
 	// At the first provision a person merges cancel: stop; the next pass reads it
@@ -129,8 +119,7 @@ func TestDeletedPlanFileStopsAndAnEditIsIgnoredWithAWarning(t *testing.T) {
 	e := newEnv(t, "deleted")
 	old0, old1 := e.node("old-0"), e.node("old-1")
 	plan := e.plan("local", "d0d0d0", old0, old1)
-	f, c := e.planFile(plan)
-	e.merge(map[string]string{f: c})
+	f := e.mergePlan(plan)
 
 	r, _ := e.reconciler("a", nil)
 	var step atomic.Int32
@@ -175,8 +164,7 @@ func TestStopSwitchFreezesWithGitDownThenResumeFinishes(t *testing.T) {
 	e := newEnv(t, "switch")
 	old0, old1 := e.node("old-0"), e.node("old-1")
 	plan := e.plan("local", "5a5a5a", old0, old1)
-	f, c := e.planFile(plan)
-	e.merge(map[string]string{f: c})
+	e.mergePlan(plan)
 	e.stopSwitch(false)
 
 	r, _ := e.reconciler("a", nil)
@@ -241,8 +229,7 @@ func TestRemoteDownMidPlanPlanFinishesAndStatusesArriveInOrder(t *testing.T) {
 	e := newEnv(t, "middown")
 	old0, old1 := e.node("old-0"), e.node("old-1")
 	plan := e.plan("local", "3d3d3d", old0, old1)
-	f, c := e.planFile(plan)
-	e.merge(map[string]string{f: c})
+	e.mergePlan(plan)
 
 	r, _ := e.reconciler("a", nil)
 	e.provider.onProvision = func() { e.srv.FailNext(1_000_000, 503) }
@@ -276,8 +263,7 @@ func TestPushRaceWithAPersonIsRebasedAndLands(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, "race")
 	plan := e.plan("local", "7a7a7a", e.node("old-0"))
-	f, c := e.planFile(plan)
-	e.merge(map[string]string{f: c})
+	e.mergePlan(plan)
 
 	r, _ := e.reconciler("a", nil)
 	e.provider.onProvision = func() {
@@ -324,8 +310,7 @@ func TestKilledControllerMidPlanIsResumedByAnother(t *testing.T) {
 	e := newEnv(t, "killed")
 	old0, old1 := e.node("old-0"), e.node("old-1")
 	plan := e.plan("local", "4b4b4b", old0, old1)
-	f, c := e.planFile(plan)
-	e.merge(map[string]string{f: c})
+	e.mergePlan(plan)
 
 	ctx1, kill := context.WithCancel(e.ctx)
 	defer kill()

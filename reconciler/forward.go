@@ -6,11 +6,11 @@ import (
 	"log/slog"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/util/retry"
+
+	"github.com/rebalancer-dev/rebalancer/executor"
 )
 
 // FetchRequestAnnotation on the controller's ConfigMap carries a webhook delivery
@@ -30,27 +30,9 @@ type FetchRequests struct {
 
 // Request asks the leader for a pass.
 func (f *FetchRequests) Request(ctx context.Context) error {
-	cms := f.Client.CoreV1().ConfigMaps(f.Namespace)
 	now := time.Now().UTC().Format(time.RFC3339Nano)
-	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		cm, err := cms.Get(ctx, f.ConfigMap, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			_, err = cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: f.ConfigMap, Namespace: f.Namespace,
-				Annotations: map[string]string{FetchRequestAnnotation: now}}}, metav1.CreateOptions{})
-			return err
-		}
-		if err != nil {
-			return err
-		}
-		if cm.Annotations == nil {
-			cm.Annotations = map[string]string{}
-		}
-		cm.Annotations[FetchRequestAnnotation] = now
-		_, err = cms.Update(ctx, cm, metav1.UpdateOptions{})
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("asking the leader for a pass through ConfigMap %s/%s: %w", f.Namespace, f.ConfigMap, err)
+	if err := executor.SetConfigMapAnnotation(ctx, f.Client, f.Namespace, f.ConfigMap, FetchRequestAnnotation, &now); err != nil {
+		return fmt.Errorf("asking the leader for a pass: %w", err)
 	}
 	return nil
 }

@@ -45,8 +45,7 @@ func TestExpiredPlanNeverStarts(t *testing.T) {
 	require.NoError(t, err)
 	plan.Spec.Steps = s.Steps([]string{node}, plan.Spec.MaxConcurrent)
 	plan.Spec.ContentDigest = plan.Spec.ComputeContentDigest()
-	f, c := e.planFile(plan)
-	e.merge(map[string]string{f: c})
+	e.mergePlan(plan)
 
 	r, _ := e.reconciler("a", nil)
 	require.NoError(t, r.PassAndWait(e.ctx))

@@ -138,6 +138,13 @@ func (e *env) merge(files map[string]string) {
 	e.work.Push("main")
 }
 
+// mergePlan merges one plan to main and returns its file.
+func (e *env) mergePlan(p *api.RebalancePlan) string {
+	f, c := e.planFile(p)
+	e.merge(map[string]string{f: c})
+	return f
+}
+
 func (e *env) planFile(p *api.RebalancePlan) (string, string) {
 	return e.layout.PlanFile(p.Metadata.Name), gittest.YAML(e.t, p)
 }
@@ -205,8 +212,7 @@ func TestMergedPlanRunsWithStatusCommitsInOrder(t *testing.T) {
 	plan := e.plan("local", "aaaaaa", e.node("old-0"))
 	var atFirstChange *api.RebalanceStatus
 	e.provider.onProvision = func() { atFirstChange = e.status(plan.Metadata.Name) }
-	f, c := e.planFile(plan)
-	e.merge(map[string]string{f: c})
+	e.mergePlan(plan)
 
 	r, _ := e.reconciler("a", nil)
 	require.NoError(t, r.PassAndWait(e.ctx))
@@ -287,8 +293,7 @@ func TestSamePlanSeenByTwoPassesRunsOnce(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, "once")
 	plan := e.plan("local", "ffffff", e.node("old-0"))
-	f, c := e.planFile(plan)
-	e.merge(map[string]string{f: c})
+	e.mergePlan(plan)
 
 	r1, _ := e.reconciler("a", nil)
 	r2, _ := e.reconciler("b", nil)
@@ -327,8 +332,7 @@ func TestRemoteUnreachableBeforeRunningLandsStartsNothing(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, "unreachable")
 	plan := e.plan("local", "abcdef", e.node("old-0"))
-	f, c := e.planFile(plan)
-	e.merge(map[string]string{f: c})
+	e.mergePlan(plan)
 
 	var broken atomic.Bool
 	r, _ := e.reconciler("a", func(rv executor.Revalidator) executor.Revalidator {
@@ -364,8 +368,7 @@ func TestStatusPushRefusedPermanentlyStartsNothing(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, "refused")
 	plan := e.plan("local", "fedcba", e.node("old-0"))
-	f, c := e.planFile(plan)
-	e.merge(map[string]string{f: c})
+	e.mergePlan(plan)
 	e.srv.RefuseDirectPushes(t, e.name, "main")
 
 	events := record.NewFakeRecorder(10)

@@ -36,8 +36,7 @@ func TestRequireSignedCommits(t *testing.T) {
 	require.NoError(t, err)
 
 	unsigned := e.plan("local", "05e05e", e.node("old-0"))
-	f, c := e.planFile(unsigned)
-	e.merge(map[string]string{f: c})
+	e.mergePlan(unsigned)
 	r, _ := e.reconciler("a", nil)
 	require.NoError(t, r.PassAndWait(e.ctx))
 	st := e.status(unsigned.Metadata.Name)
@@ -48,7 +47,7 @@ func TestRequireSignedCommits(t *testing.T) {
 
 	// A reviewer merges the next plan, and re-approves the policy, in a signed commit.
 	signed := e.plan("local", "5e5e5e", e.node("old-1"))
-	f, c = e.planFile(signed)
+	f, c := e.planFile(signed)
 	e.work.Pull()
 	e.work.Write(f, c)
 	e.work.Write(e.layout.PoliciesDir()+"/"+e.name+".yaml", gittest.Policy(e.name)+"# reviewed\n")

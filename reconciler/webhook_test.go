@@ -137,8 +137,7 @@ func TestSamePlanSeenByPollWebhookAndOnceRunsOnce(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, "thrice")
 	plan := e.plan("local", "3c3c3c", e.node("old-0"))
-	f, c := e.planFile(plan)
-	e.merge(map[string]string{f: c})
+	e.mergePlan(plan)
 
 	poll, _ := e.reconciler("poll", nil)
 	hooked, _ := e.reconciler("hook", nil)

@@ -29,38 +29,35 @@ func (b *flexBool) UnmarshalJSON(data []byte) error {
 	return nil
 }
 
+// flexNumber parses a JSON number or numeric string; empty and null are 0.
+func flexNumber(data []byte) (float64, error) {
+	s := strings.Trim(string(bytes.TrimSpace(data)), `"`)
+	if s == "" || s == "null" {
+		return 0, nil
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return 0, fmt.Errorf("not a number: %s", data)
+	}
+	return f, nil
+}
+
 // flexInt reads a number or a numeric string.
 type flexInt int64
 
 func (n *flexInt) UnmarshalJSON(data []byte) error {
-	s := strings.Trim(string(bytes.TrimSpace(data)), `"`)
-	if s == "" || s == "null" {
-		*n = 0
-		return nil
-	}
-	f, err := strconv.ParseFloat(s, 64)
-	if err != nil {
-		return fmt.Errorf("not a number: %s", data)
-	}
+	f, err := flexNumber(data)
 	*n = flexInt(f)
-	return nil
+	return err
 }
 
 // flexFloat reads a number or a numeric string.
 type flexFloat float64
 
 func (n *flexFloat) UnmarshalJSON(data []byte) error {
-	s := strings.Trim(string(bytes.TrimSpace(data)), `"`)
-	if s == "" || s == "null" {
-		*n = 0
-		return nil
-	}
-	f, err := strconv.ParseFloat(s, 64)
-	if err != nil {
-		return fmt.Errorf("not a number: %s", data)
-	}
+	f, err := flexNumber(data)
 	*n = flexFloat(f)
-	return nil
+	return err
 }
 
 // flexID reads an identifier given as a string or a number.

@@ -18,6 +18,7 @@ import (
 	"github.com/rebalancer-dev/rebalancer/cloud/kwok"
 	"github.com/rebalancer-dev/rebalancer/gitops"
 	"github.com/rebalancer-dev/rebalancer/gitops/gittest"
+	"github.com/rebalancer-dev/rebalancer/internal/localcluster"
 	"github.com/rebalancer-dev/rebalancer/policies"
 )
 
@@ -28,37 +29,61 @@ offerings:
   - {name: std-4vcpu-8gb-v2, datacenter: fra1, arch: amd64, cpu: "4", memory: 8Gi, pods: 110, hourlyPrice: 0.06}
 `
 
+// controllerEnv is what a controller test starts from: its namespace, old KWOK
+// nodes of one group, a git server whose main holds the group's policy, and the
+// catalog and token files the controller reads.
+type controllerEnv struct {
+	group                       string
+	srv                         *gittest.Server
+	w                           *gittest.Workdir
+	dir, catalogFile, tokenFile string
+}
+
+func newControllerEnv(ctx context.Context, t *testing.T, c *localcluster.Cluster, group, ns string, olds ...string) *controllerEnv {
+	t.Helper()
+	_, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	catalog, err := kwok.ParseCatalog("c", []byte(controllerCatalog))
+	require.NoError(t, err)
+	for _, n := range olds {
+		require.NoError(t, kwok.CreateNode(ctx, c.Client, kwok.NewNode(n, catalog[0], map[string]string{"pool": group}, nil, false)))
+		_, err = c.WaitNodeReady(ctx, n, 30*time.Second)
+		require.NoError(t, err)
+	}
+	e := &controllerEnv{group: group, srv: gittest.NewServer(t), dir: t.TempDir()}
+	e.srv.InitBare(t, group)
+	e.w = e.srv.Clone(t, group, "main")
+	e.w.Write(gitops.Layout{}.PoliciesDir()+"/"+group+".yaml", gittest.Policy(group))
+	e.w.Commit("policy")
+	e.w.Push("main")
+	e.catalogFile, e.tokenFile = filepath.Join(e.dir, "catalog.yaml"), filepath.Join(e.dir, "token")
+	require.NoError(t, os.WriteFile(e.catalogFile, []byte(controllerCatalog), 0o600))
+	require.NoError(t, os.WriteFile(e.tokenFile, []byte(e.srv.Password), 0o600))
+	return e
+}
+
+// mergePlan merges a plan replacing nodes, with the steps the planner generates.
+func (e *controllerEnv) mergePlan(t *testing.T, suffix string, nodes ...string) *api.RebalancePlan {
+	t.Helper()
+	plan := gittest.Plan("local", e.group, suffix, time.Now().UTC().Truncate(time.Second), nodes...)
+	s, err := policies.StrategyFor(plan.Spec.Strategy)
+	require.NoError(t, err)
+	plan.Spec.Steps = s.Steps(nodes, plan.Spec.MaxConcurrent)
+	plan.Spec.ContentDigest = plan.Spec.ComputeContentDigest()
+	e.w.Write(gitops.Layout{}.PlanFile(plan.Metadata.Name), gittest.YAML(t, plan))
+	e.w.Commit("merge plan")
+	e.w.Push("main")
+	return plan
+}
+
 func TestControllerOnceRunsAMergedPlan(t *testing.T) {
 	c := shared.Get(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	const group = "ctl"
-	_, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ctl-system"}}, metav1.CreateOptions{})
-	require.NoError(t, err)
-	catalog, err := kwok.ParseCatalog("c", []byte(controllerCatalog))
-	require.NoError(t, err)
-	require.NoError(t, kwok.CreateNode(ctx, c.Client, kwok.NewNode("ctl-old-0", catalog[0], map[string]string{"pool": group}, nil, false)))
-	_, err = c.WaitNodeReady(ctx, "ctl-old-0", 30*time.Second)
-	require.NoError(t, err)
-
-	srv := gittest.NewServer(t)
-	srv.InitBare(t, group)
-	w := srv.Clone(t, group, "main")
-	layout := gitops.Layout{}
-	plan := gittest.Plan("local", group, "c0ffee", time.Now().UTC().Truncate(time.Second), "ctl-old-0")
-	s, err := policies.StrategyFor(plan.Spec.Strategy)
-	require.NoError(t, err)
-	plan.Spec.Steps = s.Steps([]string{"ctl-old-0"}, plan.Spec.MaxConcurrent)
-	plan.Spec.ContentDigest = plan.Spec.ComputeContentDigest()
-	w.Write(layout.PoliciesDir()+"/"+group+".yaml", gittest.Policy(group))
-	w.Write(layout.PlanFile(plan.Metadata.Name), gittest.YAML(t, plan))
-	w.Commit("merge plan")
-	w.Push("main")
-
-	dir := t.TempDir()
-	catalogFile, tokenFile := filepath.Join(dir, "catalog.yaml"), filepath.Join(dir, "token")
-	require.NoError(t, os.WriteFile(catalogFile, []byte(controllerCatalog), 0o600))
-	require.NoError(t, os.WriteFile(tokenFile, []byte(srv.Password), 0o600))
+	e := newControllerEnv(ctx, t, c, group, "ctl-system", "ctl-old-0")
+	plan := e.mergePlan(t, "c0ffee", "ctl-old-0")
+	srv, catalogFile, tokenFile, layout := e.srv, e.catalogFile, e.tokenFile, gitops.Layout{}
 	var stdout, stderr bytes.Buffer
 	code := run(ctx, []string{"controller", "--once", "--kubeconfig", c.Kubeconfig, "--catalog", catalogFile,
 		"--repo", srv.RepoURL(group), "--git-token-file", tokenFile, "--git-username", srv.User, "--cache-dir", "",

@@ -22,11 +22,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	api "github.com/rebalancer-dev/rebalancer/api/v1alpha1"
-	"github.com/rebalancer-dev/rebalancer/cloud/kwok"
 	"github.com/rebalancer-dev/rebalancer/executor"
 	"github.com/rebalancer-dev/rebalancer/gitops"
-	"github.com/rebalancer-dev/rebalancer/gitops/gittest"
-	"github.com/rebalancer-dev/rebalancer/policies"
 )
 
 // syncBuffer is a bytes.Buffer safe for a controller writing while a test reads.
@@ -84,35 +81,11 @@ func TestLeaderFailoverResumesThePlan(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	const group, ns = "lead", "lead-system"
-	_, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
-	require.NoError(t, err)
-	catalog, err := kwok.ParseCatalog("c", []byte(controllerCatalog))
-	require.NoError(t, err)
 	olds := []string{"lead-old-0", "lead-old-1", "lead-old-2"}
-	for _, n := range olds {
-		require.NoError(t, kwok.CreateNode(ctx, c.Client, kwok.NewNode(n, catalog[0], map[string]string{"pool": group}, nil, false)))
-		_, err = c.WaitNodeReady(ctx, n, 30*time.Second)
-		require.NoError(t, err)
-	}
-
-	srv := gittest.NewServer(t)
-	srv.InitBare(t, group)
-	w := srv.Clone(t, group, "main")
-	layout := gitops.Layout{}
-	plan := gittest.Plan("local", group, "1ead00", time.Now().UTC().Truncate(time.Second), olds...)
-	s, err := policies.StrategyFor(plan.Spec.Strategy)
-	require.NoError(t, err)
-	plan.Spec.Steps = s.Steps(olds, plan.Spec.MaxConcurrent)
-	plan.Spec.ContentDigest = plan.Spec.ComputeContentDigest()
-	w.Write(layout.PoliciesDir()+"/"+group+".yaml", gittest.Policy(group))
-	w.Write(layout.PlanFile(plan.Metadata.Name), gittest.YAML(t, plan))
-	w.Commit("merge plan")
-	w.Push("main")
-
-	dir := t.TempDir()
-	catalogFile, tokenFile, hookFile := filepath.Join(dir, "catalog.yaml"), filepath.Join(dir, "token"), filepath.Join(dir, "hook")
-	require.NoError(t, os.WriteFile(catalogFile, []byte(controllerCatalog), 0o600))
-	require.NoError(t, os.WriteFile(tokenFile, []byte(srv.Password), 0o600))
+	e := newControllerEnv(ctx, t, c, group, ns, olds...)
+	plan := e.mergePlan(t, "1ead00", olds...)
+	srv, catalogFile, tokenFile, layout := e.srv, e.catalogFile, e.tokenFile, gitops.Layout{}
+	hookFile := filepath.Join(e.dir, "hook")
 	require.NoError(t, os.WriteFile(hookFile, []byte("hook-secret\n"), 0o600))
 	start := func(identity string) *replica {
 		rctx, rcancel := context.WithCancel(ctx)
@@ -274,24 +247,8 @@ func TestControllerProposeLoop(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	const group, ns = "ploop", "ploop-system"
-	_, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
-	require.NoError(t, err)
-	catalog, err := kwok.ParseCatalog("c", []byte(controllerCatalog))
-	require.NoError(t, err)
-	require.NoError(t, kwok.CreateNode(ctx, c.Client, kwok.NewNode("ploop-old-0", catalog[0], map[string]string{"pool": group}, nil, false)))
-	_, err = c.WaitNodeReady(ctx, "ploop-old-0", 30*time.Second)
-	require.NoError(t, err)
-
-	srv := gittest.NewServer(t)
-	srv.InitBare(t, group)
-	w := srv.Clone(t, group, "main")
-	w.Write(gitops.Layout{}.PoliciesDir()+"/"+group+".yaml", gittest.Policy(group))
-	w.Commit("policy")
-	w.Push("main")
-	dir := t.TempDir()
-	catalogFile, tokenFile := filepath.Join(dir, "catalog.yaml"), filepath.Join(dir, "token")
-	require.NoError(t, os.WriteFile(catalogFile, []byte(controllerCatalog), 0o600))
-	require.NoError(t, os.WriteFile(tokenFile, []byte(srv.Password), 0o600))
+	e := newControllerEnv(ctx, t, c, group, ns, "ploop-old-0")
+	srv, catalogFile, tokenFile := e.srv, e.catalogFile, e.tokenFile
 
 	stderr := &syncBuffer{}
 	rctx, stop := context.WithCancel(ctx)

@@ -6,11 +6,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/util/retry"
 
 	"github.com/rebalancer-dev/rebalancer/executor"
 )
@@ -83,36 +79,5 @@ func stopSwitchFlags(cmd *cobra.Command, namespace, configMap *string) {
 
 // setStopSwitch sets the annotation to *value, or removes it when value is nil.
 func setStopSwitch(ctx context.Context, client kubernetes.Interface, namespace, name string, value *string) error {
-	cms := client.CoreV1().ConfigMaps(namespace)
-	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		cm, err := cms.Get(ctx, name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			if value == nil {
-				return nil // no ConfigMap: the switch is off already
-			}
-			_, err = cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace,
-				Annotations: map[string]string{executor.StopAnnotation: *value}}}, metav1.CreateOptions{})
-			return err
-		}
-		if err != nil {
-			return err
-		}
-		if value == nil {
-			if _, ok := cm.Annotations[executor.StopAnnotation]; !ok {
-				return nil
-			}
-			delete(cm.Annotations, executor.StopAnnotation)
-		} else {
-			if cm.Annotations == nil {
-				cm.Annotations = map[string]string{}
-			}
-			cm.Annotations[executor.StopAnnotation] = *value
-		}
-		_, err = cms.Update(ctx, cm, metav1.UpdateOptions{})
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("setting the stop switch on ConfigMap %s/%s: %w", namespace, name, err)
-	}
-	return nil
+	return executor.SetConfigMapAnnotation(ctx, client, namespace, name, executor.StopAnnotation, value)
 }
